@@ -1,0 +1,36 @@
+# synthmix: every target does its own set-up. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help setup run test lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install synthmix with its dev tools
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -c 'import synthmix, torch, torchvision, diffusers, mlflow, dvc, optuna'
+	touch $(STAMP)
+
+run: setup ## materialise the embedded data (offline) and run the whole study with dvc repro
+	test -d .dvc || dvc init --quiet
+	synthmix data default --if-missing
+	dvc repro
+	dvc status
+
+test: setup ## run the full test suite (what CI runs)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+clean: ## remove the virtual environment and caches (not data or results)
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,148 @@
+"""The `synthmix` command line: one thin subcommand per pipeline stage.
+
+Each command reads params.yaml once into typed config, calls the module that does the work, and
+turns a UserError into a one-paragraph message with exit code 2 (never a traceback).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+
+from synthmix.config import Params, load_params
+from synthmix.errors import UserError
+
+app = typer.Typer(
+    name="synthmix",
+    help="Measure whether generated images added to a scarce real training set make a classifier better.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(
+    help="The real image set: embedded default data or your own images.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+
+PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="The params.yaml to read settings from.")
+
+
+def _params(path: Path) -> Params:
+    return load_params(path)
+
+
+def _dvc_add(path: Path) -> None:
+    """Put `path` under DVC (writes path.dvc, fills the cache) when this is a DVC repo."""
+    if not Path(".dvc").is_dir():
+        console.print(
+            f"[yellow]No DVC repository here (.dvc/ missing); {path} is not tracked. Run `dvc init`."
+        )
+        return
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    result = subprocess.run([dvc, "add", "--quiet", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UserError(f"`dvc add {path}` failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+@data_app.command("default")
+def data_default(
+    params_file: Path = PARAMS_OPTION,
+    if_missing: bool = typer.Option(False, help="Do nothing when the real image folder already exists."),
+    dvc: bool = typer.Option(True, help="Track the folder with DVC (dvc add) afterwards."),
+) -> None:
+    """Write the embedded default data (scikit-learn's handwritten digits) as one folder per class."""
+    from synthmix.data import write_default_data
+
+    params = _params(params_file)
+    target = params.data.dir
+    if if_missing and target.exists() and any(target.iterdir()):
+        console.print(f"{target} already exists; left as it is.")
+        return
+    count = write_default_data(target)
+    console.print(f"Wrote {count} handwritten-digit images to {target}/<digit>/.")
+    if dvc:
+        _dvc_add(target)
+
+
+@data_app.command("import")
+def data_import(
+    source: Path = typer.Argument(
+        ..., help="A class-per-folder tree, e.g. animals/ holding animals/<class>/*.jpg."
+    ),
+    params_file: Path = PARAMS_OPTION,
+    report: Path = typer.Option(Path("logs/import_report.csv"), help="Where to list the files left out."),
+    dvc: bool = typer.Option(True, help="Track the imported set with DVC (dvc add) afterwards."),
+) -> None:
+    """Validate your own images and make them the real set (copied into data.dir, tracked by DVC)."""
+    from synthmix.data import import_tree
+
+    params = _params(params_file)
+    records, rejected = import_tree(source, params.data.dir, report)
+    classes = len({r.label for r in records})
+    console.print(f"Imported {len(records)} images in {classes} classes into {params.data.dir}/.")
+    if rejected:
+        console.print(f"[yellow]Left out {len(rejected)} files; each is listed with its reason in {report}.")
+    if dvc:
+        _dvc_add(params.data.dir)
+
+
+@app.command()
+def prepare(params_file: Path = PARAMS_OPTION) -> None:
+    """Validate the real set and write the seeded train/test split manifests."""
+    from synthmix.data import prepare_split
+
+    params = _params(params_file)
+    cfg = params.data
+    rows, rejected = prepare_split(
+        cfg.dir, cfg.prepared_dir, cfg.train_per_class, cfg.test_per_class, cfg.seed, cfg.drop_small_classes
+    )
+    classes = len({r.label for r in rows})
+    console.print(
+        f"Split {classes} classes into {cfg.train_per_class} train / {cfg.test_per_class} test images each "
+        f"-> {cfg.prepared_dir}/train.csv, test.csv."
+    )
+    if rejected:
+        console.print(f"[yellow]Left out {len(rejected)} files; see {cfg.prepared_dir}/rejected.csv.")
+
+
+@app.command("check-params")
+def check_params(params_file: Path = PARAMS_OPTION) -> None:
+    """Validate params.yaml and print the mixes that would run."""
+    params = _params(params_file)
+    mixes = ", ".join(m.name for m in params.selected_mixes)
+    console.print(
+        f"{params_file} is valid. Mixes: {mixes}; models: {', '.join(params.study.models)}; "
+        f"seeds: {', '.join(map(str, params.study.seeds))}."
+    )
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; user errors print a message and return 2."""
+    warnings.simplefilter("default")
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="synthmix")
+    except UserError as exc:
+        console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.Abort:
+        console.print("Aborted.")
+        return 130
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())

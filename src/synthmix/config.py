@@ -1,0 +1,382 @@
+"""params.yaml -> typed, validated config objects, once, at the edge.
+
+One frozen dataclass per params.yaml group. `load_params` reads the file, rejects unknown keys and
+wrong types with a message naming the dotted key, and checks that every selected mix is feasible, so
+bad parameters fail before any work starts. Code below the CLI takes these objects, never dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synthmix.errors import UserError
+from synthmix.mixes import Mix
+
+MODELS = ("cnn", "resnet50")
+GENERATORS = ("ddpm", "text2image")
+RESNET_WEIGHTS_KEYWORDS = ("imagenet", "none", "auto")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: Path = Path("data")  # the real set: one folder per class, tracked by data.dvc
+    prepared_dir: Path = Path("prepared")  # split manifests and the validation report
+    train_per_class: int = 30
+    test_per_class: int = 30
+    seed: int = 0
+    drop_small_classes: bool = False  # True: drop a class with too few images (warned), else fail
+
+    def validate(self) -> None:
+        _positive("data.train_per_class", self.train_per_class)
+        _positive("data.test_per_class", self.test_per_class)
+
+
+@dataclass(frozen=True)
+class DDPMConfig:
+    resolution: int = 16
+    base_channels: int = 32
+    train_steps: int = 1500
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    num_train_timesteps: int = 1000
+    sample_steps: int = 25
+    sample_batch_size: int = 100
+    checkpoint_every: int = 250
+    checkpoint_dir: Path = Path("models/ddpm")
+
+    def validate(self) -> None:
+        for key in (
+            "resolution",
+            "base_channels",
+            "train_steps",
+            "batch_size",
+            "num_train_timesteps",
+            "sample_steps",
+            "sample_batch_size",
+            "checkpoint_every",
+        ):
+            _positive(f"generate.ddpm.{key}", getattr(self, key))
+        if self.resolution % 4:
+            raise UserError(
+                f"generate.ddpm.resolution is {self.resolution}; the UNet halves it twice, so use a "
+                "multiple of 4 (e.g. 16 or 32)."
+            )
+        _positive("generate.ddpm.learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class Text2ImageConfig:
+    model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id or local directory
+    revision: str | None = None
+    prompt_template: str = "natural scenery, wildlife photo, image of a {label}"
+    negative_prompt: str = ""
+    guidance_scale: float = 7.5
+    steps: int = 30
+    size: int = 512
+    batch_size: int = 4
+    mode: str = "text"  # "text": text-to-image; "image": image-to-image from each real training image
+    strength: float = 0.6  # image mode only: how far from the real image (SDEdit)
+    safety_checker: bool = True
+    max_retries: int = 3  # regenerate a blocked (all-black) image with the next seed this often
+
+    def validate(self) -> None:
+        if "{label}" not in self.prompt_template:
+            raise UserError(
+                f"generate.text2image.prompt_template '{self.prompt_template}' has no {{label}} "
+                "placeholder, so every class would get the same prompt. Put {label} where the class "
+                "name goes, e.g. 'natural scenery, wildlife photo, image of a {label}'."
+            )
+        if self.mode not in ("text", "image"):
+            raise UserError(
+                f"generate.text2image.mode is '{self.mode}'; use 'text' (text-to-image) or 'image' "
+                "(image-to-image from the real training images)."
+            )
+        if not 0.0 < self.strength <= 1.0:
+            raise UserError(f"generate.text2image.strength is {self.strength}; use a value in (0, 1].")
+        for key in ("steps", "size", "batch_size"):
+            _positive(f"generate.text2image.{key}", getattr(self, key))
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    generator: str = "ddpm"
+    images_per_class: int = 30
+    seed: int = 0
+    out_dir: Path = Path("synthetic")
+    ddpm: DDPMConfig = field(default_factory=DDPMConfig)
+    text2image: Text2ImageConfig = field(default_factory=Text2ImageConfig)
+
+    def validate(self) -> None:
+        if self.generator not in GENERATORS:
+            raise UserError(
+                f"generate.generator is '{self.generator}', which synthmix does not know. Use one of: "
+                f"{', '.join(GENERATORS)}."
+            )
+        _positive("generate.images_per_class", self.images_per_class)
+        self.ddpm.validate()
+        self.text2image.validate()
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    lr: float = 0.0075
+    weight_decay: float = 1e-4
+    epochs: int = 50
+    conv_dropout: float = 0.1
+    fc_dropout: float = 0.5
+
+    def validate(self) -> None:
+        _positive("train.cnn.lr", self.lr)
+        _positive("train.cnn.epochs", self.epochs)
+        _fraction("train.cnn.conv_dropout", self.conv_dropout)
+        _fraction("train.cnn.fc_dropout", self.fc_dropout)
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    lr: float = 0.001
+    weight_decay: float = 0.001
+    epochs: int = 20
+    weights: str = "auto"  # imagenet | none | auto | path to a state-dict file
+
+    def validate(self) -> None:
+        _positive("train.resnet50.lr", self.lr)
+        _positive("train.resnet50.epochs", self.epochs)
+        if self.weights not in RESNET_WEIGHTS_KEYWORDS and not Path(self.weights).suffix:
+            raise UserError(
+                f"train.resnet50.weights is '{self.weights}'. Use imagenet, none, auto, or the path of a "
+                "state-dict file (e.g. weights/resnet50.pth)."
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    image_size: int = 32
+    batch_size: int = 32
+    use_tuned: bool = False  # True: take per-(model, mix) hyperparameters from tune.best_params_file
+    runs_dir: Path = Path("runs")  # per-(model, mix, seed) results, kept between runs
+    cache_dir: Path = Path(".cache/synthmix")  # decoded-image and feature caches
+    cnn: CNNConfig = field(default_factory=CNNConfig)
+    resnet50: ResNetConfig = field(default_factory=ResNetConfig)
+
+    def validate(self) -> None:
+        if self.image_size < 32:
+            raise UserError(
+                f"train.image_size is {self.image_size}; the CNN halves it five times, so use at least 32."
+            )
+        _positive("train.batch_size", self.batch_size)
+        self.cnn.validate()
+        self.resnet50.validate()
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    mixes: tuple[Mix, ...] = tuple(Mix.parse(m) for m in ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s"))
+    models: tuple[str, ...] = MODELS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    baseline: Mix = Mix(30, 0)
+
+    def validate(self) -> None:
+        for model in self.models:
+            check_model(model, key="study.models")
+        if not self.seeds:
+            raise UserError("study.seeds is empty; list at least one seed, e.g. [0, 1, 2].")
+        if not self.mixes:
+            raise UserError("study.mixes is empty; list at least one mix, e.g. [30r0s, 30r30s].")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    enabled: bool = False
+    trials: int = 20
+    storage: str = "sqlite:///optuna.db"
+    sampler_seed: int = 0
+    validation_fraction: float = 0.2
+    best_params_file: Path = Path("tuned/best_params.yaml")
+    lr: tuple[float, float] = (1e-4, 1e-1)
+    weight_decay: tuple[float, float] = (1e-6, 1e-2)
+    dropout: tuple[float, float] = (0.0, 0.6)
+    epochs: tuple[int, int] = (5, 50)
+    batch_size: tuple[int, ...] = (16, 32, 64)
+
+    def validate(self) -> None:
+        _positive("tune.trials", self.trials)
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise UserError(
+                f"tune.validation_fraction is {self.validation_fraction}; use a fraction in (0, 1), e.g. 0.2."
+            )
+        for key in ("lr", "weight_decay", "dropout", "epochs"):
+            low, high = getattr(self, key)
+            if low > high:
+                raise UserError(f"tune.{key} is [{low}, {high}]; write the range as [low, high].")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    out_dir: Path = Path("reports")
+    confidence: float = 0.95
+    bootstrap_samples: int = 10000
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything in params.yaml. `mix` selects what runs: 'all' (every study mix) or one mix."""
+
+    mix: str = "all"
+    data: DataConfig = field(default_factory=DataConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    @property
+    def selected_mixes(self) -> tuple[Mix, ...]:
+        if self.mix == "all":
+            return self.study.mixes
+        return (Mix.parse(self.mix),)
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.generate.validate()
+        self.study.validate()
+        self.train.validate()
+        self.tune.validate()
+        for mix in (*self.selected_mixes, *self.study.mixes):
+            mix.check_feasible(self.data.train_per_class, self.generate.images_per_class)
+
+
+def check_model(model: str, key: str = "--model") -> str:
+    if model not in MODELS:
+        raise UserError(f"Unknown model '{model}' ({key}). synthmix trains: {', '.join(MODELS)}.")
+    return model
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml; a missing file means all defaults."""
+    path = Path(path)
+    raw: Any = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path} is not valid YAML: {exc}. Fix the file's syntax.") from exc
+    params = params_from_dict(raw, source=str(path))
+    params.validate()
+    return params
+
+
+def params_from_dict(raw: Any, source: str = "params.yaml") -> Params:
+    return _build(Params, raw, prefix="", source=source)
+
+
+def to_dict(obj: Any) -> Any:
+    """A config object as plain YAML/JSON-able values (Paths and Mixes as strings)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, Mix):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (Path, Mix)):
+        return str(obj)
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, for logging every resolved setting."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+# --- the generic, typed builder -------------------------------------------------------------------
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"In {source}, {where} must be a mapping of keys, not {raw!r}.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UserError(
+            f"In {source}, unknown key '{prefix}{unknown[0]}'. Known keys at {where}: "
+            f"{', '.join(sorted(known))}. Check the spelling."
+        )
+    values = {name: _coerce(hints[name], raw[name], f"{prefix}{name}", source) for name in raw}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint) and hint is not Mix:
+        return _build(hint, value, prefix=key + ".", source=source)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key, source)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"In {source}, {key} must be a list, not {value!r}.")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise UserError(f"In {source}, {key} must be a list of {len(args)} values, not {value!r}.")
+        return tuple(_coerce(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
+    if hint is Mix:
+        try:
+            return Mix.parse(value)
+        except UserError as exc:
+            raise UserError(f"In {source}, {key}: {exc}") from None
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise UserError(f"In {source}, {key} must be a path, not {value!r}.")
+        return Path(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"In {source}, {key} must be true or false, not {value!r}.")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"In {source}, {key} must be a whole number, not {value!r}.")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"In {source}, {key} must be a number, not {value!r}.")
+        return float(value)
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise UserError(f"In {source}, {key} must be a single value, not {value!r}.")
+        return str(value)
+    raise TypeError(f"config type {hint!r} for {key} is not supported")  # a bug, not a user error
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise UserError(f"{key} is {value}; it must be greater than 0. Fix it in params.yaml.")
+
+
+def _fraction(key: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"{key} is {value}; it must be in [0, 1). Fix it in params.yaml.")

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny image trees written on the fly, never downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("SYNTHMIX_QUIET", "1")
+
+
+def write_image(path: Path, seed: int, size: int = 12, mode: str = "RGB") -> Path:
+    """A small random image, distinct per seed."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels, "RGB").convert(mode).save(path)
+    return path
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path):
+    """Factory: a class-per-folder tree with `per_class` distinct PNGs in each class."""
+
+    def make(classes: dict[str, int], root: Path | None = None) -> Path:
+        root = root or tmp_path / "images"
+        seed = 0
+        for label, count in classes.items():
+            for i in range(count):
+                seed += 1
+                write_image(root / label / f"img_{i:03d}.png", seed)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test from an empty working directory (params.yaml-relative paths land there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
