@@ -7,6 +7,7 @@ bad parameters fail before any work starts. Code below the CLI takes these objec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -338,7 +339,9 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
             return tuple(_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value))
         if len(value) != len(args):
             raise UserError(f"In {source}, {key} must be a list of {len(args)} values, not {value!r}.")
-        return tuple(_coerce(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _coerce(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if hint is Mix:
         try:
             return Mix.parse(value)
@@ -358,10 +361,8 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"In {source}, {key} must be a number, not {value!r}.")
         return float(value)

@@ -329,7 +329,7 @@ def write_default_data(out_dir: Path) -> int:
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    for index, (image, target) in enumerate(zip(pixels, digits.target)):
+    for index, (image, target) in enumerate(zip(pixels, digits.target, strict=True)):
         class_dir = tmp / str(int(target))
         class_dir.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, "L").save(class_dir / f"{index:04d}.png", optimize=False, compress_level=9)
