@@ -1,0 +1,82 @@
+"""The command line as a user meets it: exit codes and messages, never tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthmix.cli import run
+
+
+SMALL_STUDY = {"mixes": ["3r0s", "3r3s"], "baseline": "3r0s"}
+
+
+def _params(path: Path, **overrides) -> Path:
+    path.write_text(yaml.safe_dump(overrides))
+    return path
+
+
+def _synthmix(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synthmix", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"mix": "30x"}, "malformed"),
+        ({"mix": "45r30s"}, "45 real training images per class"),
+        ({"study": {"mixes": ["30r0s", "30r99s"]}}, "99 synthetic"),
+    ],
+)
+def test_bad_mix_exits_2_with_a_message_and_no_traceback(in_tmp, overrides, message):
+    _params(in_tmp / "params.yaml", **overrides)
+    result = _synthmix("check-params", cwd=in_tmp)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_too_few_images_in_a_class_exits_2_naming_the_class(in_tmp, image_tree, capsys):
+    image_tree({"full": 8, "thin class": 2}, root=in_tmp / "data")
+    _params(in_tmp / "params.yaml", data={"train_per_class": 4, "test_per_class": 4}, study=SMALL_STUDY)
+    assert run(["prepare"]) == 2
+    err = capsys.readouterr().err
+    assert "thin class" in err and "has 2" in err
+    assert not (in_tmp / "prepared" / "train.csv").exists()  # nothing half-written
+
+
+def test_prepare_writes_manifests_and_the_rejection_report(in_tmp, image_tree):
+    image_tree({"a": 5, "b": 5}, root=in_tmp / "data")
+    (in_tmp / "data" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n")
+    _params(in_tmp / "params.yaml", data={"train_per_class": 3, "test_per_class": 2}, study=SMALL_STUDY)
+    assert run(["prepare"]) == 0
+    assert len((in_tmp / "prepared" / "train.csv").read_text().splitlines()) == 1 + 6
+    assert "broken.png" in (in_tmp / "prepared" / "rejected.csv").read_text()
+
+
+def test_missing_data_folder_says_how_to_get_data(in_tmp, capsys):
+    assert run(["prepare"]) == 2
+    err = capsys.readouterr().err
+    assert "synthmix data default" in err and "synthmix data import" in err
+
+
+def test_data_import_tracks_the_set_with_dvc(in_tmp, image_tree):
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run([Path(sys.executable).with_name("dvc"), "init", "-q"], check=True)
+    source = image_tree({"cat": 3, "dog": 3}, root=in_tmp / "download" / "animals" / "animals")
+    (source / "cat" / "empty.jpg").write_bytes(b"")
+    assert run(["data", "import", str(in_tmp / "download")]) == 0
+    assert sorted(p.name for p in (in_tmp / "data").iterdir()) == ["cat", "dog"]
+    assert "md5" in (in_tmp / "data.dvc").read_text()
+    assert "empty.jpg,empty file" in (in_tmp / "logs" / "import_report.csv").read_text()
+
+
+def test_help_lists_one_command_per_stage():
+    result = subprocess.run([sys.executable, "-m", "synthmix", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("data", "prepare", "check-params"):
+        assert command in result.stdout
