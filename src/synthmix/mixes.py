@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from synthmix.errors import UserError
+
+if TYPE_CHECKING:
+    from synthmix.data import SplitRow
 
 _MIX_PATTERN = re.compile(r"^(\d+)r(\d+)s$")
 
@@ -51,3 +58,145 @@ class Mix:
                 f"only {synthetic_per_class} (generate.images_per_class in params.yaml). Lower the mix's "
                 f"synthetic count or raise generate.images_per_class."
             )
+
+
+# --- the synthetic manifest and the training set of a mix -----------------------------------------
+
+SYNTHETIC_MANIFEST_FIELDS = (
+    "path",
+    "class",
+    "index",
+    "seed",
+    "generator",
+    "model_id",
+    "revision",
+    "prompt",
+    "steps",
+    "guidance",
+    "retries",
+    "sha256",
+)
+
+
+@dataclass(frozen=True)
+class SyntheticRow:
+    """One generated image as synthetic/manifest.csv describes it (docs/layout.md)."""
+
+    path: Path
+    label: str
+    index: int
+    seed: int
+    generator: str
+    model_id: str
+    revision: str
+    prompt: str
+    steps: int
+    guidance: float
+    retries: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TrainingImage:
+    """One image of a mix's training set; `source` is 'real' or 'synthetic'."""
+
+    path: Path
+    label: str
+    sha256: str
+    source: str
+
+
+def write_synthetic_manifest(rows: Sequence[SyntheticRow], path: Path) -> None:
+    """Write the manifest sorted by class then index (atomic: a crash leaves the old file)."""
+    from synthmix.data import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(SYNTHETIC_MANIFEST_FIELDS)
+        for r in sorted(rows, key=lambda r: (r.label, r.index)):
+            writer.writerow(
+                (
+                    r.path.as_posix(),
+                    r.label,
+                    r.index,
+                    r.seed,
+                    r.generator,
+                    r.model_id,
+                    r.revision,
+                    r.prompt,
+                    r.steps,
+                    r.guidance,
+                    r.retries,
+                    r.sha256,
+                )
+            )
+
+
+def read_synthetic_manifest(path: Path) -> list[SyntheticRow]:
+    if not path.exists():
+        raise UserError(
+            f"Synthetic manifest {path} is missing. Run `synthmix generate` (or `dvc repro generate`) "
+            "first, or use a mix with 0 synthetic images (e.g. 30r0s)."
+        )
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != SYNTHETIC_MANIFEST_FIELDS:
+            raise UserError(
+                f"{path} is not a synthmix synthetic manifest (columns {reader.fieldnames}); rerun "
+                "`synthmix generate`."
+            )
+        return [
+            SyntheticRow(
+                Path(r["path"]),
+                r["class"],
+                int(r["index"]),
+                int(r["seed"]),
+                r["generator"],
+                r["model_id"],
+                r["revision"],
+                r["prompt"],
+                int(r["steps"]),
+                float(r["guidance"]),
+                int(r["retries"]),
+                r["sha256"],
+            )
+            for r in reader
+        ]
+
+
+def training_images(
+    real_rows: Sequence[SplitRow], synthetic_rows: Sequence[SyntheticRow], mix: Mix
+) -> list[TrainingImage]:
+    """The training set of `mix`: per class, real training ranks < N and synthetic indices < M.
+
+    Nested by construction: a larger mix only adds images. Raises a UserError naming the class when a
+    class has fewer images than the mix asks for (e.g. a synthetic set generated with fewer images).
+    """
+    classes = sorted({r.label for r in real_rows if r.split == "train"})
+    real_by_class: dict[str, list[SplitRow]] = {c: [] for c in classes}
+    for r in real_rows:
+        if r.split == "train" and r.rank < mix.real:
+            real_by_class[r.label].append(r)
+    synth_by_class: dict[str, list[SyntheticRow]] = {c: [] for c in classes}
+    for s in synthetic_rows:
+        if s.label in synth_by_class and s.index < mix.synthetic:
+            synth_by_class[s.label].append(s)
+    images: list[TrainingImage] = []
+    for label in classes:
+        real = sorted(real_by_class[label], key=lambda r: r.rank)
+        synth = sorted(synth_by_class[label], key=lambda s: s.index)
+        if len(real) < mix.real:
+            raise UserError(
+                f"Mix {mix.name} needs {mix.real} real training images of class '{label}', but the split "
+                f"has {len(real)}. Lower the mix's real count or rerun `synthmix prepare`."
+            )
+        if len(synth) < mix.synthetic:
+            raise UserError(
+                f"Mix {mix.name} needs {mix.synthetic} synthetic images of class '{label}', but the "
+                f"synthetic set has {len(synth)}. Rerun `synthmix generate` with "
+                f"generate.images_per_class >= {mix.synthetic}."
+            )
+        images += [TrainingImage(r.path, label, r.sha256, "real") for r in real]
+        images += [TrainingImage(s.path, label, s.sha256, "synthetic") for s in synth]
+    return images
