@@ -195,20 +195,30 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class TuneConfig:
-    enabled: bool = False
-    trials: int = 20
-    storage: str = "sqlite:///optuna.db"
+    enabled: bool = False  # the dvc `tune` stage tunes only when true (it is off in a plain `dvc repro`)
+    trials: int = 20  # finished (complete + pruned) trials per (model, mix), summed over all workers
+    storage: str = "sqlite:///optuna.db"  # any SQLAlchemy URL; a shared PostgreSQL one lets many machines help
     sampler_seed: int = 0
-    validation_fraction: float = 0.2
+    seed: int = 0  # seeds the validation split and every trial's training
+    validation_fraction: float = 0.2  # carved per class (and per real/synthetic source) from the mix's training set
     best_params_file: Path = Path("tuned/best_params.yaml")
-    lr: tuple[float, float] = (1e-4, 1e-1)
-    weight_decay: tuple[float, float] = (1e-6, 1e-2)
+    pruning_startup_trials: int = 5  # trials that always run to the end before the median pruner may stop one
+    pruning_warmup_epochs: int = 3  # epochs every trial runs before it may be pruned
+    heartbeat_seconds: int = 60  # a RUNNING trial silent for 2x this long belongs to a dead worker: marked FAIL
+    lr: tuple[float, float] = (1e-4, 1e-1)  # log scale
+    weight_decay: tuple[float, float] = (1e-6, 1e-2)  # log scale
     dropout: tuple[float, float] = (0.0, 0.6)
     epochs: tuple[int, int] = (5, 50)
-    batch_size: tuple[int, ...] = (16, 32, 64)
+    batch_size: tuple[int, ...] = (16, 32, 64)  # choices
 
     def validate(self) -> None:
         _positive("tune.trials", self.trials)
+        _positive("tune.heartbeat_seconds", self.heartbeat_seconds)
+        if self.pruning_startup_trials < 0 or self.pruning_warmup_epochs < 0:
+            raise UserError(
+                "tune.pruning_startup_trials and tune.pruning_warmup_epochs must be 0 or more; fix them in "
+                "params.yaml."
+            )
         if not 0.0 < self.validation_fraction < 1.0:
             raise UserError(
                 f"tune.validation_fraction is {self.validation_fraction}; use a fraction in (0, 1), e.g. 0.2."
@@ -217,6 +227,16 @@ class TuneConfig:
             low, high = getattr(self, key)
             if low > high:
                 raise UserError(f"tune.{key} is [{low}, {high}]; write the range as [low, high].")
+        for key in ("lr", "weight_decay"):  # searched on a log scale, so 0 cannot be a bound
+            _positive(f"tune.{key}[0]", getattr(self, key)[0])
+        _positive("tune.epochs[0]", self.epochs[0])
+        if not (0.0 <= self.dropout[0] and self.dropout[1] < 1.0):
+            raise UserError(f"tune.dropout is {list(self.dropout)}; both bounds must be in [0, 1).")
+        if not self.batch_size or any(b <= 0 for b in self.batch_size):
+            raise UserError(
+                f"tune.batch_size is {list(self.batch_size)}; list one or more positive batch sizes, e.g. "
+                "[16, 32, 64]."
+            )
 
 
 @dataclass(frozen=True)
