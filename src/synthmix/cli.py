@@ -125,6 +125,20 @@ def check_params(params_file: Path = PARAMS_OPTION) -> None:
     )
 
 
+@app.command("model-summary")
+def model_summary_command(
+    model: str = typer.Option("cnn", "--model", help="cnn or resnet50."),
+    num_classes: int = typer.Option(90, "--num-classes", help="Number of classes of the new head."),
+    image_size: int = typer.Option(128, "--image-size", help="Input side in pixels (the flatten size follows)."),
+) -> None:
+    """Print a model's layers and its trainable parameter count (no network needed)."""
+    from synthmix.config import check_model
+    from synthmix.models import model_summary
+
+    check_model(model)
+    typer.echo(model_summary(model, num_classes, image_size))
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user errors print a message and return 2."""
     warnings.simplefilter("default")

@@ -1,0 +1,279 @@
+"""The study's two classifiers: the 117,034-parameter simple CNN and a frozen ResNet50 with a new head.
+
+Every model takes float pixels in [0, 255], shape (N, 3, S, S) (a uint8 image batch cast to float) and
+does its own input normalisation as its first layer, so a model logged to MLflow needs nothing else
+to be used: the CNN divides by 255, the ResNet50 applies ImageNet's mean and std.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from synthmix.config import check_model
+from synthmix.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CNN_CHANNELS = (8, 16, 24, 32, 40)
+CNN_HIDDEN = 128
+RESNET_FEATURES = 2048
+
+
+class PixelScaling(nn.Module):
+    """x in [0, 255] -> (x / 255 - mean) / std per channel (buffers, not trainable)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x / 255.0 - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={tuple(self.mean.flatten().tolist())}, std={tuple(self.std.flatten().tolist())}"
+
+
+class SimpleCNN(nn.Module):
+    """Five [3x3 conv (padding 1) -> ReLU -> 2x2 max-pool -> dropout] blocks, FC 128 (dropout), FC C."""
+
+    def __init__(
+        self, num_classes: int, image_size: int, conv_dropout: float = 0.1, fc_dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        self.scale = PixelScaling((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for out_channels in CNN_CHANNELS:
+            layers += [
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Dropout(conv_dropout),
+            ]
+            in_channels = out_channels
+        self.features = nn.Sequential(*layers)
+        side = image_size
+        for _ in CNN_CHANNELS:
+            side //= 2  # each max-pool floors, like Keras' "valid" pooling
+        if side < 1:
+            raise UserError(f"Image size {image_size} is too small for five 2x2 poolings; use at least 32.")
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(CNN_CHANNELS[-1] * side * side, CNN_HIDDEN),
+            nn.ReLU(),
+            nn.Dropout(fc_dropout),
+            nn.Linear(CNN_HIDDEN, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(self.scale(x)))
+
+    def summary_units(self) -> list[tuple[str, nn.Module]]:
+        return [
+            ("scale", self.scale),
+            *((f"features.{n}", m) for n, m in self.features.named_children()),
+            *((f"classifier.{n}", m) for n, m in self.classifier.named_children()),
+        ]
+
+
+class FrozenBackboneClassifier(nn.Module):
+    """A frozen feature extractor (always in eval mode, no gradients) followed by a trainable head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, scale: PixelScaling) -> None:
+        super().__init__()
+        self.scale = scale
+        self.backbone = backbone
+        self.head = head
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> FrozenBackboneClassifier:
+        super().train(mode)
+        self.backbone.eval()  # frozen means frozen batch-norm statistics too, so features can be cached
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.scale(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def summary_units(self) -> list[tuple[str, nn.Module]]:
+        return [
+            ("scale", self.scale),
+            *((f"backbone.{n}", m) for n, m in self.backbone.named_children()),
+            *((f"head.{n}", m) for n, m in self.head.named_children()),
+        ]
+
+
+# --- ResNet50 weights -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """What the backbone is initialised from, resolved from train.resnet50.weights."""
+
+    used: str  # recorded everywhere: "imagenet", "random" (auto without ImageNet), "none", or a file path
+    file: Path | None  # state-dict file to load; None = random initialisation
+    identity: str  # feature-cache key part: which weights exactly (file name or content hash)
+
+    @property
+    def is_random(self) -> bool:
+        return self.file is None
+
+
+def imagenet_checkpoint_path() -> Path:
+    """Where torchvision keeps ResNet50's ImageNet weights: $TORCH_HOME/hub/checkpoints/resnet50-*.pth."""
+    from torchvision.models import ResNet50_Weights
+
+    url = ResNet50_Weights.IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "") not in ("", "0") for k in ("HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE"))
+
+
+def resolve_resnet_weights(setting: str) -> BackboneWeights:
+    """imagenet | none | auto | path -> the weights actually used. Fails before any training."""
+    checkpoint = imagenet_checkpoint_path()
+    if setting == "none":
+        return BackboneWeights("none", None, "random-init")
+    if setting == "auto":
+        # auto never downloads: ImageNet only when torchvision's cache already has it.
+        if checkpoint.exists():
+            return BackboneWeights("imagenet", checkpoint, f"imagenet:{checkpoint.name}")
+        return BackboneWeights("random", None, "random-init")
+    if setting == "imagenet":
+        if not checkpoint.exists():
+            _download_imagenet(checkpoint)
+        return BackboneWeights("imagenet", checkpoint, f"imagenet:{checkpoint.name}")
+    path = Path(setting)
+    if not path.is_file():
+        raise UserError(
+            f"train.resnet50.weights is '{setting}', but there is no such file. Give the path of a "
+            "ResNet50 state-dict file (torch.save(model.state_dict(), ...)), or use imagenet, none or auto."
+        )
+    from synthmix.data import sha256_file
+
+    return BackboneWeights(str(path), path, f"file:{sha256_file(path)}")
+
+
+def _download_imagenet(checkpoint: Path) -> None:
+    how_to = (
+        f"Put torchvision's ResNet50 ImageNet file at {checkpoint} (download "
+        f"https://download.pytorch.org/models/{checkpoint.name} on a machine with internet; TORCH_HOME "
+        "moves the folder), or set train.resnet50.weights to auto, none, or a state-dict file."
+    )
+    if _offline():
+        raise UserError(
+            f"train.resnet50.weights is imagenet, but the weights are not cached and downloads are "
+            f"off (HF_HUB_OFFLINE/TORCH_HUB_OFFLINE). {how_to}"
+        )
+    from torchvision.models import ResNet50_Weights
+
+    try:
+        ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=False)  # torchvision's own cache
+    except Exception as exc:  # any network failure ends the same way: tell the user where the file goes
+        raise UserError(
+            f"train.resnet50.weights is imagenet, but the weights could not be downloaded ({exc}). {how_to}"
+        ) from None
+
+
+def _load_backbone_state(backbone: nn.Module, file: Path) -> None:
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(
+            f"ResNet50 weights file {file} cannot be read as a state dict ({exc}). Save it with "
+            "torch.save(model.state_dict(), path)."
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    backbone_state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the head is replaced
+    result = backbone.load_state_dict(backbone_state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise UserError(
+            f"{file} is not a torchvision ResNet50 state dict: missing {missing[:3]}, unexpected "
+            f"{list(result.unexpected_keys)[:3]}. Use a state dict saved from torchvision.models.resnet50."
+        )
+
+
+# --- building -------------------------------------------------------------------------------------
+
+
+def build_resnet50(num_classes: int, weights: BackboneWeights, head_dropout: float = 0.0) -> nn.Module:
+    """torchvision's ResNet50, backbone frozen, its fc replaced by [dropout ->] Linear(2048, C)."""
+    from torchvision.models import resnet50
+
+    backbone = resnet50(weights=None)
+    if weights.file is not None:
+        _load_backbone_state(backbone, weights.file)
+    backbone.fc = nn.Identity()
+    head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(RESNET_FEATURES, num_classes))
+    return FrozenBackboneClassifier(backbone, head, PixelScaling(IMAGENET_MEAN, IMAGENET_STD))
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    image_size: int,
+    *,
+    dropout: float,
+    conv_dropout: float = 0.1,
+    weights: BackboneWeights | None = None,
+) -> nn.Module:
+    """A fresh model (random parts drawn from torch's global RNG: seed it first)."""
+    check_model(name)
+    if name == "cnn":
+        return SimpleCNN(num_classes, image_size, conv_dropout=conv_dropout, fc_dropout=dropout)
+    return build_resnet50(num_classes, weights or BackboneWeights("none", None, "random-init"), dropout)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def model_summary(name: str, num_classes: int, image_size: int) -> str:
+    """Layers with output shapes and parameter counts, and the trainable total (no network needed)."""
+    if num_classes < 2:
+        raise UserError(f"--num-classes is {num_classes}; a classifier needs at least 2 classes.")
+    if image_size < 32:
+        raise UserError(f"--image-size is {image_size}; the CNN halves it five times, so use at least 32.")
+    model = build_model(name, num_classes, image_size, dropout=0.5 if name == "cnn" else 0.0)
+    model.eval()
+    shapes: dict[str, tuple[int, ...]] = {}
+    units = model.summary_units()
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:])))
+        for n, module in units
+    ]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size))
+    for hook in hooks:
+        hook.remove()
+    rows = [("layer", "type", "output shape", "trainable", "frozen")]
+    for n, module in units:
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+        rows.append((n, type(module).__name__, str(shapes.get(n, "")), f"{trainable:,}", f"{frozen:,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [
+        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    total = sum(p.numel() for p in model.parameters())
+    lines.append(
+        f"{name}, {num_classes} classes, {image_size}x{image_size} input: "
+        f"{trainable_parameters(model):,} trainable parameters ({total:,} in all)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""The study's two models: the exact parameter counts of the paper, frozen backbone, weights handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synthmix.cli import run
+from synthmix.errors import UserError
+from synthmix.models import (
+    BackboneWeights,
+    build_model,
+    imagenet_checkpoint_path,
+    resolve_resnet_weights,
+    trainable_parameters,
+)
+
+
+@pytest.fixture(autouse=True)
+def _empty_torch_home(tmp_path, monkeypatch):
+    # No ImageNet weights in the cache and no downloads, whatever the machine has.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_cnn_has_the_studys_117034_parameters_at_128px_90_classes():
+    assert trainable_parameters(build_model("cnn", 90, 128, dropout=0.5)) == 117_034
+
+
+def test_cnn_flatten_size_follows_the_input_size():
+    for size in (32, 64, 100):
+        model = build_model("cnn", 10, size, dropout=0.5).eval()
+        assert model(torch.zeros(2, 3, size, size)).shape == (2, 10)
+
+
+def test_resnet50_trains_only_its_new_head_184410_parameters():
+    model = build_model("resnet50", 90, 64, dropout=0.0)
+    assert trainable_parameters(model) == 184_410
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+    model.train()
+    assert not model.backbone.training  # frozen batch-norm statistics: features stay cacheable
+
+
+@pytest.mark.parametrize("model,count", [("cnn", "117,034"), ("resnet50", "184,410")])
+def test_model_summary_command_prints_the_trainable_count(capsys, model, count):
+    assert run(["model-summary", "--model", model, "--num-classes", "90", "--image-size", "128"]) == 0
+    out = capsys.readouterr().out
+    assert f"{count} trainable parameters" in out and "Conv2d" in out
+
+
+def test_model_summary_unknown_model_exits_2(capsys):
+    assert run(["model-summary", "--model", "vgg"]) == 2
+    assert "Unknown model 'vgg'" in capsys.readouterr().err
+
+
+def test_auto_weights_without_cached_imagenet_are_recorded_as_random():
+    assert not imagenet_checkpoint_path().exists()
+    assert resolve_resnet_weights("auto").used == "random"
+    assert resolve_resnet_weights("none").used == "none"
+
+
+def test_auto_uses_imagenet_when_torchvisions_cache_has_it(tmp_path):
+    checkpoint = imagenet_checkpoint_path()
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"placeholder")  # auto only checks that the file is there
+    weights = resolve_resnet_weights("auto")
+    assert weights.used == "imagenet" and weights.file == checkpoint
+
+
+def test_imagenet_weights_offline_and_uncached_say_where_the_file_goes():
+    with pytest.raises(UserError) as info:
+        resolve_resnet_weights("imagenet")
+    assert str(imagenet_checkpoint_path()) in str(info.value)
+
+
+def test_state_dict_file_loads_into_the_backbone(tmp_path):
+    torch.manual_seed(1)
+    source = build_model("resnet50", 5, 32, dropout=0.0)
+    full = {
+        **source.backbone.state_dict(),
+        "fc.weight": torch.zeros(1000, 2048),
+        "fc.bias": torch.zeros(1000),
+    }
+    path = tmp_path / "resnet50.pth"
+    torch.save(full, path)
+    weights = resolve_resnet_weights(str(path))
+    assert weights.used == str(path) and weights.identity.startswith("file:")
+    torch.manual_seed(2)
+    loaded = build_model("resnet50", 7, 32, dropout=0.0, weights=weights)
+    assert torch.equal(loaded.backbone.conv1.weight, source.backbone.conv1.weight)
+
+
+def test_state_dict_file_that_is_missing_or_not_resnet50_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        resolve_resnet_weights(str(tmp_path / "absent.pth"))
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, bad)
+    with pytest.raises(UserError, match="not a torchvision ResNet50"):
+        build_model("resnet50", 3, 32, dropout=0.0, weights=BackboneWeights(str(bad), bad, "x"))
