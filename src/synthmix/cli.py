@@ -139,6 +139,48 @@ def model_summary_command(
     typer.echo(model_summary(model, num_classes, image_size))
 
 
+@app.command("tune")
+def tune_command(
+    model: list[str] | None = typer.Option(
+        None, "--model", help="Model to tune (repeatable); default: every model in study.models."
+    ),
+    mix: list[str] | None = typer.Option(
+        None, "--mix", help="Mix to tune, e.g. 30r30s (repeatable); default: the mixes `mix` selects."
+    ),
+    trials: int | None = typer.Option(
+        None, "--trials", min=1, help="Finished trials per (model, mix), over all workers; default tune.trials."
+    ),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL that workers share, e.g. postgresql://...; default tune.storage."
+    ),
+    if_enabled: bool = typer.Option(
+        False, "--if-enabled", help="Tune only when tune.enabled is true (the dvc stage's switch)."
+    ),
+    params_file: Path = PARAMS_OPTION,
+) -> None:
+    """Tune hyperparameters per (model, mix) with Optuna on a validation split of the mix's training set.
+
+    Run the same command in several processes (or machines, with a shared --storage) to split the
+    trials between them; rerun it to continue an interrupted study.
+    """
+    from synthmix.tune import ensure_best_params_file, run_tuning
+
+    params = _params(params_file)
+    if if_enabled and not params.tune.enabled:
+        ensure_best_params_file(params.tune.best_params_file)
+        console.print("tune.enabled is false in params.yaml: nothing tuned.")
+        return
+    for result in run_tuning(params, model or (), mix or (), trials=trials, storage=storage):
+        hp = result.hyperparameters
+        console.print(
+            f"{result.model} {result.mix}: best validation loss {result.value:.4f} over "
+            f"{result.finished_trials} trials ({result.trials_here} run here): lr {hp.lr:.3g}, weight decay "
+            f"{hp.weight_decay:.3g}, dropout {hp.dropout:.2f}, {hp.epochs} epochs, batch {hp.batch_size} "
+            f"-> {params.tune.best_params_file}",
+            highlight=False,
+        )
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user errors print a message and return 2."""
     warnings.simplefilter("default")
