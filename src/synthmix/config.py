@@ -242,8 +242,24 @@ class TuneConfig:
 @dataclass(frozen=True)
 class ReportConfig:
     out_dir: Path = Path("reports")
-    confidence: float = 0.95
+    confidence: float = 0.95  # of every interval; 1 - confidence is the significance level
     bootstrap_samples: int = 10000
+    seed: int = 0  # of the bootstrap's resampling
+    sample_images: int = 4  # real and synthetic images per class in the sample figures
+    highlight_classes: int = 3  # most improved and most degraded classes shown in the sample figures
+
+    def validate(self) -> None:
+        if not 0.5 <= self.confidence < 1.0:
+            raise UserError(
+                f"report.confidence is {self.confidence}; use a level in [0.5, 1), e.g. 0.95 for 95% intervals."
+            )
+        if self.bootstrap_samples < 100:
+            raise UserError(
+                f"report.bootstrap_samples is {self.bootstrap_samples}; a percentile interval needs at least "
+                "100 resamples (10000 gives stable p-values). Raise it in params.yaml."
+            )
+        _positive("report.sample_images", self.sample_images)
+        _positive("report.highlight_classes", self.highlight_classes)
 
 
 @dataclass(frozen=True)
@@ -270,6 +286,7 @@ class Params:
         self.study.validate()
         self.train.validate()
         self.tune.validate()
+        self.report.validate()
         for mix in (*self.selected_mixes, *self.study.mixes):
             mix.check_feasible(self.data.train_per_class, self.generate.images_per_class)
 

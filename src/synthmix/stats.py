@@ -151,7 +151,9 @@ def bootstrap_differences(
     index = {name: i for i, name in enumerate(names)}
     full = metrics_of(np.asarray(indicators_t.sum(axis=1)).T)
     rng = np.random.default_rng(seed)
-    block = max(1, min(samples, _BLOCK_ENTRIES // max(n, 1)))
+    # Both the (resamples x images) weights and the (resamples x counts) result must fit the budget;
+    # with 90 classes the counts are the larger of the two.
+    block = max(1, min(samples, _BLOCK_ENTRIES // max(n, indicators_t.shape[0], 1)))
     resampled: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {
         pair: {m: [] for m in CLASSIFICATION_METRICS} for pair in pairs
     }
@@ -227,6 +229,25 @@ def paired_t(values_a: Sequence[float], values_b: Sequence[float], confidence: f
     interval = mean_ci(d, confidence)
     p = float(2 * scipy_stats.t.sf(abs(mean) / (sd / math.sqrt(d.size)), d.size - 1))
     return Difference(mean, interval.low, interval.high, p, SEED_T_METHOD)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values of one family of tests, in the input order.
+
+    Controls the chance of any false "significant" across the family (here: every mix against the
+    baseline, per model and metric) without assuming independence. NaN p-values (untestable, e.g. a
+    single seed) are left NaN and do not count towards the family size.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p.shape, math.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = order.size
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))  # step-down: never below an earlier one
+        adjusted[i] = running
+    return [float(v) for v in adjusted]
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
