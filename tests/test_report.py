@@ -1,0 +1,332 @@
+"""The report stage on constructed runs/ folders that follow docs/layout.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import write_image
+from synthmix import stats
+from synthmix.cli import run as cli
+from synthmix.config import load_params
+from synthmix.data import SplitRow, write_manifest
+from synthmix.errors import UserError
+from synthmix.mixes import Mix, SyntheticRow, write_synthetic_manifest
+from synthmix.report import write_report
+
+CLASSES = ("cat", "dog", "fox", "owl", "yak")
+PER_CLASS = 40  # test images per class
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def write_run(
+    root: Path,
+    model: str,
+    mix: str,
+    seed: int,
+    predicted: np.ndarray,
+    *,
+    classes=CLASSES,
+    per_class: int = PER_CLASS,
+    source: str = "fixed",
+    done: bool = True,
+    parent_run_id: str = "",
+) -> Path:
+    """A finished run folder exactly as docs/layout.md describes, for the given predictions."""
+    k = len(classes)
+    true = np.repeat(np.arange(k), per_class)
+    paths = [f"data/{classes[c]}/{i:04d}.png" for c in range(k) for i in range(per_class)]  # sorted by path
+    run_dir = root / "runs" / model / mix / (f"tuned-seed{seed}" if source == "tuned" else f"seed{seed}")
+    run_dir.mkdir(parents=True)
+    metrics = stats.classification_metrics(true, predicted, k)
+    metrics["test_loss"] = round(2.0 * (1.0 - metrics["accuracy"]) + 0.01 * seed, 6)
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "mix": mix,
+                "seed": seed,
+                "weights": "random" if model == "cnn" else "imagenet",
+                "hyperparameters": {"lr": 0.01, "epochs": 4, "batch_size": 32},
+                "hyperparameter_source": source,
+                "fingerprint": f"{model}{mix}{seed}{source}".ljust(16, "0"),
+                "classes": list(classes),
+                "mlflow_run_id": f"run-{model}-{mix}-{seed}",
+                "mlflow_parent_run_id": parent_run_id,
+                "train_images": k * (Mix.parse(mix).real + Mix.parse(mix).synthetic),
+            }
+        )
+    )
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    with open(run_dir / "history.csv", "w") as fh:
+        fh.write("epoch,train_loss,train_accuracy,test_loss,test_accuracy\n")
+        for epoch in range(1, 5):
+            acc = metrics["accuracy"] * epoch / 4
+            fh.write(f"{epoch},{2 / epoch},{min(1, acc + 0.1)},{2.2 / epoch},{acc}\n")
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (true, predicted), 1)
+    with open(run_dir / "confusion.csv", "w") as fh:
+        fh.write("true," + ",".join(classes) + "\n")
+        for c in range(k):
+            fh.write(classes[c] + "," + ",".join(map(str, confusion[c])) + "\n")
+    with open(run_dir / "per_class.csv", "w") as fh:
+        fh.write("class,precision,recall,f1,support\n")
+        for c in range(k):
+            tp, npred, ntrue = confusion[c, c], confusion[:, c].sum(), confusion[c].sum()
+            p, r = (tp / npred if npred else 0.0), tp / ntrue
+            fh.write(f"{classes[c]},{p},{r},{2 * tp / (npred + ntrue)},{ntrue}\n")
+    with open(run_dir / "predictions.csv", "w") as fh:
+        fh.write("path,class,predicted,correct\n")
+        for path, t, p in zip(paths, true, predicted, strict=True):
+            fh.write(f"{path},{classes[t]},{classes[p]},{int(t == p)}\n")
+    if done:
+        (run_dir / "DONE").write_text("")
+    return run_dir
+
+
+def predictions(seed: int, error_rate: float, classes=CLASSES, per_class: int = PER_CLASS) -> np.ndarray:
+    """Each seed wrong on a different random set of test images, at `error_rate`."""
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    true = np.repeat(np.arange(k), per_class)
+    wrong = rng.random(true.size) < error_rate
+    return np.where(wrong, (true + 1 + (seed + np.arange(true.size)) % (k - 1)) % k, true)
+
+
+def write_inputs(root: Path, classes=CLASSES) -> None:
+    """Tiny prepared/train.csv and synthetic/ trees for the sample figures."""
+    rows, synthetic = [], []
+    for c, label in enumerate(classes):
+        for i in range(4):
+            real = write_image(root / "data" / label / f"train{i}.png", seed=100 * c + i)
+            rows.append(SplitRow(real.relative_to(root), label, "x", "train", i))
+            fake = write_image(root / "synthetic" / label / f"{i:04d}.png", seed=1000 + 100 * c + i)
+            synthetic.append(
+                SyntheticRow(
+                    fake.relative_to(root), label, i, 7 + i, "ddpm", "local-ddpm", "", "", 25, 0.0, 0, "y"
+                )
+            )
+    write_manifest(rows, root / "prepared" / "train.csv")
+    write_synthetic_manifest(synthetic, root / "synthetic" / "manifest.csv")
+
+
+def write_params(root: Path, mixes=("30r0s", "30r15s", "30r30s"), models=("cnn",), seeds=(0, 1, 2), **report):
+    params = {
+        "study": {"mixes": list(mixes), "models": list(models), "seeds": list(seeds), "baseline": "30r0s"},
+        "report": {"bootstrap_samples": 2000, **report},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture
+def study(in_tmp: Path) -> Path:
+    """CNN: 30r30s truly better than 30r0s, 30r15s identical to it; three seeds."""
+    write_params(in_tmp)
+    write_inputs(in_tmp)
+    for seed in range(3):
+        baseline = predictions(seed, 0.45)
+        write_run(in_tmp, "cnn", "30r0s", seed, baseline)
+        write_run(in_tmp, "cnn", "30r15s", seed, baseline.copy())
+        write_run(in_tmp, "cnn", "30r30s", seed, predictions(10 + seed, 0.10))
+    return in_tmp
+
+
+def read_summary(root: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    with open(root / "reports" / "summary.csv", newline="") as fh:
+        return {(r["model"], r["hyperparameter_source"], r["mix"]): r for r in csv.DictReader(fh)}
+
+
+def test_a_truly_better_mix_is_called_significant_and_an_identical_one_is_not(study):
+    result = write_report(load_params(), log_to_mlflow=False)
+    summary = read_summary(study)
+    better, same = summary[("cnn", "fixed", "30r30s")], summary[("cnn", "fixed", "30r15s")]
+    assert float(better["f1_macro_change"]) > 0.2 and better["f1_macro_significant"] == "True"
+    assert float(better["f1_macro_change_ci_low"]) > 0
+    assert float(better["accuracy_p_holm"]) >= float(better["accuracy_p"])
+    assert float(same["f1_macro_change"]) == 0 and float(same["f1_macro_p"]) == 1.0
+    assert same["f1_macro_significant"] == "False"
+    assert summary[("cnn", "fixed", "30r0s")]["f1_macro_change"] == ""  # the baseline has no change
+    words = "\n".join(result.findings)
+    assert re.search(
+        r"CNN: 30r30s vs 30r0s macro F1 \+0\.\d{3} \(95% CI \+0\.\d{3} to \+0\.\d{3}, p[<=]", words
+    )
+    assert re.search(r"30r30s vs 30r0s macro F1 [^\n]*: significantly better", words)
+    assert re.search(r"30r15s vs 30r0s macro F1 \+0\.000 [^\n]*: no significant difference", words)
+    assert "best mix by mean macro F1 is 30r30s" in words
+    assert "synthetic outnumbering real" not in words  # no equal-size mix with more synthetic than real
+
+
+def test_the_report_holds_the_tables_every_figure_and_provenance(study):
+    result = write_report(load_params(), log_to_mlflow=False)
+    out = study / "reports"
+    names = sorted(p.name for p in (out / "figures").iterdir())
+    assert names == [f"{kind}-cnn.png" for kind in ("classwise", "confusion", "curves", "metrics", "samples")]
+    for path in result.figures:
+        with Image.open(path) as img:
+            assert img.format == "PNG" and min(img.size) > 100
+    md = (out / "report.md").read_text()
+    assert all(f"figures/{name}" in md for name in names)
+    assert "| CNN | fixed | 30r30s | 3 |" in (out / "summary.md").read_text()
+    assert "Generator ddpm, model local-ddpm" in md and "CNN: random" in md and "Seeds: 0, 1, 2" in md
+    assert "Holm" in md and "paired bootstrap over test images and seeds" in md
+    html = (out / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(names)
+    assert "figures/" not in html.replace("(the study", "")  # nothing linked, everything embedded
+    assert not list(study.glob(".reports*"))  # no staging folder left behind
+
+
+def _chromium() -> str | None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    return found or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
+def test_every_figure_of_report_html_loads_in_headless_chromium(study, tmp_path):
+    chromium = _chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing in CI: run scripts/install-browser.sh before the tests.")
+        pytest.skip("chromium is not installed (scripts/install-browser.sh installs it)")
+    write_report(load_params(), log_to_mlflow=False)
+    page = (study / "reports" / "report.html").read_text()
+    # The checker runs after every image has loaded or failed, and writes its verdict into the DOM.
+    checker = """<script>window.addEventListener('load', () => {
+      const imgs = [...document.images];
+      const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+      document.body.setAttribute('data-images', ok + '/' + imgs.length); });</script>"""
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", checker + "</body>"))
+    dom = subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    ).stdout
+    match = re.search(r'data-images="(\d+)/(\d+)"', dom)
+    assert match, "the page did not finish loading in chromium"
+    assert match.group(1) == match.group(2) == str(page.count("<img "))
+
+
+def test_predictions_in_another_order_stop_the_report_naming_both_runs(study, capsys):
+    path = study / "runs" / "cnn" / "30r30s" / "seed1" / "predictions.csv"
+    lines = path.read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    path.write_text("\n".join(lines) + "\n")
+    assert cli(["report", "--no-mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert "runs/cnn/30r30s/seed1" in err and "runs/cnn/30r0s/seed0" in err and "same order" in err
+    assert "Traceback" not in err
+
+
+def test_without_a_baseline_the_report_says_so_and_shows_no_changes(in_tmp):
+    write_params(in_tmp, mixes=("30r15s", "30r30s"))
+    for seed in range(2):
+        write_run(in_tmp, "cnn", "30r15s", seed, predictions(seed, 0.3))
+        write_run(in_tmp, "cnn", "30r30s", seed, predictions(5 + seed, 0.2))
+    result = write_report(load_params(), log_to_mlflow=False)
+    assert any("no real-only baseline (30r0s) runs" in s for s in result.findings)
+    assert all(r["f1_macro_change"] == "" for r in read_summary(in_tmp).values())
+    # no synthetic/ or prepared/ here: the figures that need them are left out, the rest are drawn
+    assert sorted(p.name for p in result.figures) == [
+        "confusion-cnn.png",
+        "curves-cnn.png",
+        "metrics-cnn.png",
+    ]
+
+
+def test_tuned_runs_sit_beside_fixed_ones_and_30r30s_figures_fall_back_to_the_best_mix(in_tmp):
+    write_params(in_tmp, mixes=("30r0s", "30r15s", "15r30s"), seeds=(0, 1))
+    for seed in range(2):
+        write_run(in_tmp, "cnn", "30r0s", seed, predictions(seed, 0.4))
+        write_run(in_tmp, "cnn", "30r15s", seed, predictions(10 + seed, 0.1))
+        write_run(in_tmp, "cnn", "15r30s", seed, predictions(20 + seed, 0.4))
+        write_run(in_tmp, "cnn", "30r15s", seed, predictions(30 + seed, 0.3), source="tuned")
+    write_run(in_tmp, "cnn", "30r15s", 2, predictions(40, 0.0))  # seed 2 is not in this study
+    write_run(in_tmp, "cnn", "30r0s", 3, predictions(41, 0.0), done=False)  # unfinished
+    result = write_report(load_params(), log_to_mlflow=False)
+    summary = read_summary(in_tmp)
+    assert summary[("cnn", "tuned", "30r15s")]["seeds"] == "0 1"
+    assert summary[("cnn", "fixed", "30r15s")]["seeds"] == "0 1"
+    words = "\n".join(result.findings)
+    assert "CNN 30r15s: tuned vs fixed hyperparameters macro F1 -" in words
+    assert "synthetic outnumbering real (15r30s vs 30r15s, both 45 images a class): macro F1 -" in words
+    md = (in_tmp / "reports" / "report.md").read_text()
+    assert "## Tuned vs fixed hyperparameters" in md
+    assert "30r0s vs 30r15s" in md  # the curves fall back to the best non-baseline mix
+    assert "1 finished runs outside this study" in md and "1 unfinished" in md
+
+
+def test_report_logs_to_the_sweep_parent_mlflow_run(study, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{study / 'mlflow.db'}")
+    from synthmix.tracking import configure
+
+    configure()
+    with mlflow.start_run(run_name="sweep") as parent:
+        pass
+    for run_json in study.glob("runs/*/*/*/run.json"):
+        info = json.loads(run_json.read_text())
+        run_json.write_text(json.dumps(info | {"mlflow_parent_run_id": parent.info.run_id}))
+    assert cli(["report"]) == 0
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/summary.csv", "report/figures"} <= artifacts
+    logged = mlflow.MlflowClient().get_run(parent.info.run_id).data.metrics
+    assert logged["report.cnn.fixed.30r30s.f1_macro"] > logged["report.cnn.fixed.30r0s.f1_macro"]
+
+
+def test_bad_report_params_are_refused_naming_the_key(in_tmp, capsys):
+    write_params(in_tmp, confidence=95)
+    assert cli(["report", "--no-mlflow"]) == 2
+    assert "report.confidence is 95" in capsys.readouterr().err
+
+
+def test_no_runs_is_a_user_error_saying_to_train_first(in_tmp):
+    write_params(in_tmp)
+    with pytest.raises(UserError, match="synthmix train"):
+        write_report(load_params(), log_to_mlflow=False)
+
+
+@pytest.mark.slow
+def test_a_full_size_report_takes_well_under_a_minute(in_tmp):
+    """5 mixes x 2 models x 3 seeds x 300 test images, 10000 bootstrap resamples."""
+    classes = tuple(str(d) for d in range(10))
+    mixes = ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s")
+    write_params(in_tmp, mixes=mixes, models=("cnn", "resnet50"), bootstrap_samples=10000)
+    write_inputs(in_tmp, classes)
+    for m, model in enumerate(("cnn", "resnet50")):
+        for x, mix in enumerate(mixes):
+            for seed in range(3):
+                pred = predictions(100 * m + 10 * x + seed, 0.1 + 0.05 * x, classes, per_class=30)
+                write_run(in_tmp, model, mix, seed, pred, classes=classes, per_class=30)
+    start = time.perf_counter()
+    result = write_report(load_params(), log_to_mlflow=False)
+    elapsed = time.perf_counter() - start
+    assert len(result.figures) == 10
+    assert elapsed < 45, f"the report took {elapsed:.1f}s"
