@@ -181,6 +181,53 @@ def tune_command(
         )
 
 
+@app.command("report")
+def report_command(
+    params_file: Path = PARAMS_OPTION,
+    mlflow: bool = typer.Option(
+        True, "--mlflow/--no-mlflow", help="Log reports/ to the sweep's parent MLflow run (or a new one)."
+    ),
+) -> None:
+    """Write reports/: summary table with CIs and paired tests, the study's figures, findings, report.html."""
+    from synthmix.report import write_report
+
+    result = write_report(_params(params_file), log_to_mlflow=mlflow)
+    for sentence in result.findings:
+        console.print(f"- {sentence}", highlight=False, soft_wrap=True)
+    console.print(
+        f"Wrote {result.out_dir}/report.html, report.md, summary.csv, summary.md and "
+        f"{len(result.figures)} figures."
+        + (f" Logged to MLflow run {result.mlflow_run_id}." if result.mlflow_run_id else "")
+    )
+
+
+@app.command("generate")
+def generate_command(params_file: Path = PARAMS_OPTION) -> None:
+    """Make the synthetic images (generate.generator: ddpm or text2image), manifest and sample grids.
+
+    Resumable: a rerun keeps finished images made with the same settings. Scale out with
+    `accelerate launch -m synthmix generate`; the set equals the single-process one.
+    """
+    from synthmix.generate import generate_synthetic
+
+    params = _params(params_file)
+    summary = generate_synthetic(params)
+    if summary.is_main_process:
+        cfg = params.generate
+        console.print(
+            f"{cfg.generator}: {summary.generated} image(s) generated, {summary.reused} kept from a previous "
+            f"run, {summary.classes} classes x {cfg.images_per_class} -> {cfg.out_dir}/ and samples/ "
+            f"in {summary.seconds:.0f}s.",
+            highlight=False,
+        )
+        if summary.retries or summary.blocked:
+            console.print(
+                f"[yellow]{summary.retries} blocked image(s) regenerated with the next seed; {summary.blocked} "
+                f"still blocked after generate.text2image.max_retries (see {summary.manifest}).",
+                highlight=False,
+            )
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user errors print a message and return 2."""
     warnings.simplefilter("default")
