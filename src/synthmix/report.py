@@ -282,6 +282,9 @@ def planned_pairs(cells: Sequence[Cell], baseline: Mix) -> list[tuple[str, Cell,
                     (other.model, other.source) == (cell.model, cell.source)
                     and same_total
                     and other.mix.real > other.mix.synthetic
+                    # both hold real and synthetic images (all-real vs all-synthetic is a baseline comparison)
+                    and other.mix.synthetic > 0
+                    and cell.mix.real > 0
                 ):
                     pairs.append(("ratio", other, cell))
     for cell in cells:
@@ -364,7 +367,10 @@ def compare_cells(
 
 
 def signed(value: float, digits: int = 3) -> str:
-    return "n/a" if math.isnan(value) else f"{value:+.{digits}f}"
+    if math.isnan(value):
+        return "n/a"
+    text = f"{value:+.{digits}f}"
+    return "+" + text[1:] if float(text) == 0 else text  # no "-0.000" for a change that rounds to zero
 
 
 def p_text(p: float) -> str:
@@ -1035,7 +1041,7 @@ def _draw_figures(
             rows = [figures.SampleRow(c, note, *images[c]) for c, note in highlight]
             path = Path("figures") / f"samples-{model}.png"
             what = (
-                "most improved (top) and most degraded (bottom) classes"
+                "classes with the largest (top) and smallest (bottom) F1 change"
                 if any(n for _, n in highlight)
                 else "classes"
             )
