@@ -1151,16 +1151,19 @@ def log_report(
     from synthmix.tracking import configure, git_commit
 
     configure()
-    parents = sorted({r.mlflow_parent_run_id for r in runs if r.mlflow_parent_run_id})
-    parent = None
-    if parents:
+    client = mlflow.MlflowClient()
+    candidates = []
+    for run_id in sorted({r.mlflow_parent_run_id for r in runs if r.mlflow_parent_run_id}):
         try:
-            found = mlflow.MlflowClient().get_run(parents[-1])
-            if found.info.lifecycle_stage == "active":
-                parent = found
-                mlflow.set_experiment(experiment_id=found.info.experiment_id)
+            found = client.get_run(run_id)
         except MlflowException:
-            parent = None  # recorded, but not in this tracking store: log to a new run instead
+            continue  # recorded, but not in this tracking store
+        if found.info.lifecycle_stage == "active":
+            candidates.append(found)
+    # Runs kept from earlier sweeps name older parents: the newest sweep is the one this report closes.
+    parent = max(candidates, key=lambda r: r.info.start_time or 0, default=None)
+    if parent is not None:
+        mlflow.set_experiment(experiment_id=parent.info.experiment_id)
     start = {"run_id": parent.info.run_id} if parent else {"run_name": "report"}
     with mlflow.start_run(**start) as active:
         mlflow.set_tags(
