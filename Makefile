@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup run test lint clean
+.PHONY: help setup system-deps run test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,8 +25,12 @@ run: setup ## materialise the embedded data (offline) and run the whole study wi
 	dvc repro
 	dvc status
 
-test: setup ## run the full test suite (what CI runs)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+system-deps: ## Debian packages the tests use: headless Chromium (report) and PostgreSQL (tuning storage)
+	bash scripts/install-browser.sh
+	bash scripts/install-postgres.sh
+
+test: setup system-deps ## run the full test suite (what CI runs)
+	HF_HUB_OFFLINE=1 SYNTHMIX_QUIET=1 $(PY) -m pytest
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check src tests bench
