@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import optuna
 import pytest
 import torch
 
+from conftest import write_image
+from synthmix.cli import run
 from synthmix.config import TrainConfig
 from synthmix.models import resolve_resnet_weights
 from synthmix.store import LabelledImages
 from synthmix.train import (
+    RUN_FILES,
     Hyperparameters,
     feature_cache_key,
     fit,
@@ -43,7 +48,7 @@ def _cfg(tmp_path) -> TrainConfig:
 
 def test_fixed_hyperparameters_are_the_params_yaml_values():
     cfg = TrainConfig()
-    assert fixed_hyperparameters("cnn", cfg) == Hyperparameters(0.0075, 1e-4, 50, 32, 0.5)
+    assert fixed_hyperparameters("cnn", cfg) == Hyperparameters(cfg.cnn.lr, 1e-4, 50, 32, 0.5)
     assert fixed_hyperparameters("resnet50", cfg) == Hyperparameters(0.001, 0.001, 20, 32, 0.0)
 
 
@@ -125,3 +130,142 @@ def test_on_epoch_sees_every_epoch_and_its_exception_propagates(tmp_path):
             on_epoch=prune_after_two,
         )
     assert seen == [1, 2]
+
+
+# --- the train stage end to end: the real CLI on a tiny tree ---------------------------------------
+
+
+def _tiny_project(root, image_tree, use_tuned=False):
+    """A 3-class real set split 4/3, a 3-image-per-class synthetic set with its manifest, params.yaml."""
+    import yaml
+
+    from synthmix.data import prepare_split, sha256_file
+    from synthmix.mixes import SyntheticRow, write_synthetic_manifest
+
+    image_tree({"ant": 7, "bee": 7, "cow": 7}, root=root / "data")
+    prepare_split(Path("data"), Path("prepared"), 4, 3, seed=0)
+    synthetic = []
+    for label in ("ant", "bee", "cow"):
+        for index in range(3):
+            path = write_image(Path("synthetic") / label / f"{index:04d}.png", seed=100 + index)
+            synthetic.append(
+                SyntheticRow(path, label, index, index, "test", "none", "", "", 0, 0.0, 0, sha256_file(path))
+            )
+    write_synthetic_manifest(synthetic, Path("synthetic/manifest.csv"))
+    params = {
+        "mix": "3r3s",
+        "data": {"train_per_class": 4, "test_per_class": 3},
+        "generate": {"images_per_class": 3},
+        "study": {"mixes": ["3r0s", "3r3s", "0r3s"], "baseline": "3r0s", "seeds": [0, 1]},
+        "train": {
+            "image_size": 32,
+            "batch_size": 4,
+            "use_tuned": use_tuned,
+            "cnn": {"epochs": 2},
+            "resnet50": {"epochs": 2, "weights": "auto"},
+        },
+    }
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture
+def tiny_project(in_tmp, image_tree, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{in_tmp / 'm.db'}")
+    _tiny_project(in_tmp, image_tree)
+    return in_tmp
+
+
+@pytest.mark.slow
+def test_train_command_writes_runs_logs_mlflow_and_resumes(tiny_project, capsys):
+    import mlflow
+
+    assert run(["train"]) == 0
+    run_dirs = sorted(Path("runs").glob("*/*/*"))
+    # 2 models x (the selected mix 3r3s + the baseline 3r0s) x 2 seeds
+    assert [d.relative_to("runs").as_posix() for d in run_dirs] == [
+        f"{m}/{x}/seed{s}" for m in ("cnn", "resnet50") for x in ("3r0s", "3r3s") for s in (0, 1)
+    ]
+    for d in run_dirs:
+        assert {p.name for p in d.iterdir()} == {*RUN_FILES, "DONE"}
+    info = json.loads(Path("runs/resnet50/3r3s/seed1/run.json").read_text())
+    assert (
+        info["weights"] == "random"
+        and info["train_images"] == 18
+        and info["classes"] == ["ant", "bee", "cow"]
+    )
+    assert len(Path("runs/cnn/3r3s/seed0/predictions.csv").read_text().splitlines()) == 1 + 9
+    summary = json.loads(Path("metrics.json").read_text())
+    assert set(summary["cnn"]) == {"3r0s", "3r3s"} and summary["cnn"]["3r3s"]["seeds"] == 2
+    assert Path("plots/curves/resnet50-3r3s.csv").exists() and Path("plots/mixes.csv").exists()
+
+    client = mlflow.tracking.MlflowClient()
+    runs = client.search_runs(client.get_experiment_by_name("synthmix").experiment_id)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 8 and len(runs) == 9
+    child = client.get_run(info["mlflow_run_id"])
+    assert child.data.tags["model"] == "resnet50" and child.data.tags["mix"] == "3r3s"
+    assert child.data.tags["seed"] == "1" and child.data.tags["weights"] == "random"
+    assert {"git_commit", "data_dvc_hash", "synthetic_manifest_hash", "dvc_experiment"} <= set(
+        child.data.tags
+    )
+    assert child.data.params["hp.lr"] == "0.001" and child.data.params["train.image_size"] == "32"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "test_accuracy")] == [1, 2]
+    assert "final_f1_macro" in child.data.metrics
+    assert child.inputs.dataset_inputs[0].dataset.name == "train-3r3s"
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "results")}
+    assert "results/predictions.csv" in artifacts and "results/confusion.csv" in artifacts
+    model = mlflow.pytorch.load_model(f"runs:/{child.info.run_id}/model")
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+
+    # Resume: nothing is retrained; a new mix trains only that mix; a changed setting retrains.
+    before = Path("runs/cnn/3r3s/seed0/run.json").stat().st_mtime_ns
+    assert run(["train"]) == 0
+    assert Path("runs/cnn/3r3s/seed0/run.json").stat().st_mtime_ns == before
+    assert "Trained 0 run(s), 8 already finished" in capsys.readouterr().err.replace("\n", " ")
+    assert run(["train", "--model", "cnn", "--mix", "0r3s", "--seed", "0"]) == 0
+    assert "Trained 1 run(s), 1 already finished" in capsys.readouterr().err.replace("\n", " ")
+    assert Path("runs/cnn/3r3s/seed0/run.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_is_redone(tiny_project, capsys):
+    assert run(["train", "--model", "cnn", "--seed", "0"]) == 0
+    (Path("runs/cnn/3r3s/seed0") / "DONE").unlink()  # as if killed before finishing
+    assert run(["train", "--model", "cnn", "--seed", "0"]) == 0
+    assert "Trained 1 run(s), 1 already finished" in capsys.readouterr().err.replace("\n", " ")
+    assert (Path("runs/cnn/3r3s/seed0") / "DONE").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "vgg"], "Unknown model 'vgg'"),
+        (["--mix", "3r9s"], "9 synthetic images per class"),
+        (["--mix", "9r0s"], "9 real training images per class"),
+        (["--mix", "3x"], "malformed"),
+    ],
+)
+def test_unknown_model_or_infeasible_mix_exits_2_before_any_work(tiny_project, capsys, args, message):
+    assert run(["train", *args]) == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+    assert not Path("runs").exists() and not Path("m.db").exists()
+
+
+def test_imagenet_weights_offline_exit_2_naming_the_file_before_any_work(tiny_project, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    params = Path("params.yaml").read_text().replace("weights: auto", "weights: imagenet")
+    Path("params.yaml").write_text(params)
+    assert run(["train", "--model", "resnet50"]) == 2
+    assert "resnet50-0676ba61.pth" in capsys.readouterr().err.replace("\n", "")
+    assert not Path("runs").exists()
+
+
+def test_use_tuned_without_tuned_entry_says_which_tune_to_run(tiny_project, capsys):
+    Path("params.yaml").write_text(
+        Path("params.yaml").read_text().replace("use_tuned: false", "use_tuned: true")
+    )
+    Path("tuned").mkdir()
+    Path("tuned/best_params.yaml").write_text("cnn:\n  3r0s: {lr: 0.01, epochs: 1}\n")
+    assert run(["train", "--model", "cnn", "--seed", "0"]) == 2
+    assert "synthmix tune --model cnn --mix 3r3s" in capsys.readouterr().err.replace("\n", " ")
+    assert not Path("runs").exists()

@@ -129,7 +129,7 @@ def check_params(params_file: Path = PARAMS_OPTION) -> None:
 def model_summary_command(
     model: str = typer.Option("cnn", "--model", help="cnn or resnet50."),
     num_classes: int = typer.Option(90, "--num-classes", help="Number of classes of the new head."),
-    image_size: int = typer.Option(128, "--image-size", help="Input side in pixels (the flatten size follows)."),
+    image_size: int = typer.Option(128, "--image-size", help="Input side in pixels."),
 ) -> None:
     """Print a model's layers and its trainable parameter count (no network needed)."""
     from synthmix.config import check_model
@@ -137,6 +137,30 @@ def model_summary_command(
 
     check_model(model)
     typer.echo(model_summary(model, num_classes, image_size))
+
+
+@app.command("train")
+def train_command(
+    params_file: Path = PARAMS_OPTION,
+    model: str | None = typer.Option(None, "--model", help="cnn, resnet50 or all (default: study.models)."),
+    mix: str | None = typer.Option(None, "--mix", help="One mix, e.g. 30r15s, or all (default: mix)."),
+    seed: int | None = typer.Option(None, "--seed", help="One seed (default: every seed in study.seeds)."),
+) -> None:
+    """Train, evaluate and log to MLflow every (model, mix, seed) run; finished runs are skipped."""
+    from synthmix.config import MODELS, check_model
+    from synthmix.mixes import Mix
+    from synthmix.train import train_stage
+
+    params = _params(params_file)
+    models = None if model in (None, "all") else (check_model(model),)
+    if model == "all":
+        models = MODELS
+    mixes = None if mix is None else params.study.mixes if mix == "all" else (Mix.parse(mix),)
+    result = train_stage(params, models, mixes, None if seed is None else (seed,))
+    console.print(
+        f"Trained {len(result.trained)} run(s), {len(result.skipped)} already finished; results in "
+        f"{params.train.runs_dir}/, summaries in metrics.json and plots/."
+    )
 
 
 @app.command("tune")

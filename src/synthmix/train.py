@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,15 +19,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from synthmix.config import TrainConfig, check_model
-from synthmix.data import atomic_path
+from synthmix import tracking
+from synthmix.config import Params, TrainConfig, check_model, flatten, to_dict
+from synthmix.data import SplitRow, atomic_path, read_manifest
+from synthmix.errors import UserError
+from synthmix.evaluate import (
+    Evaluation,
+    evaluate,
+    read_finished_run,
+    write_json,
+    write_run_scores,
+    write_summaries,
+)
+from synthmix.mixes import Mix, TrainingImage, read_synthetic_manifest, training_images
 from synthmix.models import (
     BackboneWeights,
     FrozenBackboneClassifier,
     build_model,
     resolve_resnet_weights,
 )
-from synthmix.store import LabelledImages
+from synthmix.progress import progress
+from synthmix.store import LabelledImages, load_images
 
 EVAL_BATCH = 256
 FEATURE_PREPROCESSING = "x/255, imagenet mean/std, no augmentation"
@@ -126,6 +140,33 @@ def _train_loop(
     on_epoch: Callable[[EpochStats], None] | None,
 ) -> tuple[list[EpochStats], torch.Tensor]:
     """Adam + cross-entropy, shuffled minibatches from a seeded generator; eval after every epoch."""
+    with single_thread():
+        return _train_epochs(module, train_x, train_y, eval_x, eval_y, hp, seed, on_epoch)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Small models train fastest on one thread: their ops are too small to split, and splitting them
+    across busy cores is up to 10x slower. One fixed thread count also keeps results bit-identical
+    on machines with different core counts."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_epochs(
+    module: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    eval_x: torch.Tensor,
+    eval_y: torch.Tensor,
+    hp: Hyperparameters,
+    seed: int,
+    on_epoch: Callable[[EpochStats], None] | None,
+) -> tuple[list[EpochStats], torch.Tensor]:
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=hp.lr, weight_decay=hp.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
@@ -219,5 +260,349 @@ def backbone_features(
     return torch.from_numpy(np.stack([features[sha] for sha in images.keys]))
 
 
-def hyperparameters_dict(hp: Hyperparameters) -> dict[str, float | int]:
-    return asdict(hp)
+# --- the train stage: every (model, mix, seed) run of the study, resumable -------------------------
+
+RUN_FILES = ("run.json", "history.csv", "metrics.json", "per_class.csv", "confusion.csv", "predictions.csv")
+_CODE_FILES = ("models.py", "store.py", "train.py", "evaluate.py")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run to have: a model trained on a mix with a seed and resolved hyperparameters."""
+
+    model: str
+    mix: Mix
+    seed: int
+    hp: Hyperparameters
+    source: str  # "fixed" (params.yaml) or "tuned" (tune.best_params_file)
+
+    def run_dir(self, runs_dir: Path) -> Path:
+        prefix = "tuned-seed" if self.source == "tuned" else "seed"
+        return runs_dir / self.model / self.mix.name / f"{prefix}{self.seed}"
+
+    @property
+    def summary_key(self) -> str:
+        return self.model if self.source == "fixed" else f"{self.model}-tuned"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    trained: list[Path]
+    skipped: list[Path]
+
+
+def tuned_hyperparameters(
+    best_params_file: Path, model: str, mix: Mix, fixed: Hyperparameters
+) -> Hyperparameters:
+    """The tuned values of (model, mix) from tune's best_params.yaml; keys it lacks keep the fixed value."""
+    import yaml
+
+    how = f"Run `synthmix tune --model {model} --mix {mix.name}` first, or set train.use_tuned: false."
+    if not best_params_file.exists():
+        raise UserError(f"train.use_tuned is true, but {best_params_file} does not exist. {how}")
+    data = yaml.safe_load(best_params_file.read_text()) or {}
+    entry = (data.get(model) or {}).get(mix.name) if isinstance(data, dict) else None
+    if not isinstance(entry, dict):
+        raise UserError(
+            f"{best_params_file} has no tuned hyperparameters for {model} on mix {mix.name}. {how}"
+        )
+    values = asdict(fixed)
+    for name, kind in (
+        ("lr", float),
+        ("weight_decay", float),
+        ("dropout", float),
+        ("epochs", int),
+        ("batch_size", int),
+    ):
+        if name in entry:
+            values[name] = kind(entry[name])
+    return Hyperparameters(**values)
+
+
+def plan_runs(
+    params: Params, models: Sequence[str], mixes: Sequence[Mix], seeds: Sequence[int]
+) -> list[RunSpec]:
+    """Every run asked for, fixed hyperparameters first, then the tuned ones when train.use_tuned is on."""
+    specs = []
+    for model in models:
+        fixed = fixed_hyperparameters(model, params.train)
+        for mix in mixes:
+            specs += [RunSpec(model, mix, seed, fixed, "fixed") for seed in seeds]
+            if params.train.use_tuned:
+                tuned = tuned_hyperparameters(params.tune.best_params_file, model, mix, fixed)
+                specs += [RunSpec(model, mix, seed, tuned, "tuned") for seed in seeds]
+    return specs
+
+
+def code_version() -> str:
+    """Hash of the code that determines a run's result (models, store, train, evaluate)."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in _CODE_FILES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run_fingerprint(
+    spec: RunSpec,
+    training: Sequence[TrainingImage],
+    test_rows: Sequence[SplitRow],
+    image_size: int,
+    weights: str,
+    conv_dropout: float,
+    code: str,
+) -> str:
+    """Hash of everything that determines a run's result: a matching finished run is not redone."""
+    spec_dict = {
+        "model": spec.model,
+        "mix": spec.mix.name,
+        "seed": spec.seed,
+        "hyperparameters": asdict(spec.hp),
+        "image_size": image_size,
+        "weights": weights,
+        "conv_dropout": conv_dropout if spec.model == "cnn" else None,
+        "train": [(t.path.as_posix(), t.label, t.sha256, t.source) for t in training],
+        "test": [(r.path.as_posix(), r.label, r.sha256) for r in test_rows],
+        "code": code,
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(spec_dict, sort_keys=True).encode()).hexdigest()
+
+
+def is_finished(run_dir: Path, fingerprint: str) -> bool:
+    if not (run_dir / "DONE").exists() or not (run_dir / "run.json").exists():
+        return False
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text()).get("fingerprint")
+    except json.JSONDecodeError:
+        return False
+    return recorded == fingerprint and all((run_dir / f).exists() for f in RUN_FILES)
+
+
+def train_stage(
+    params: Params,
+    models: Sequence[str] | None = None,
+    mixes: Sequence[Mix] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> StageResult:
+    """Train, score and log every (model, mix, seed) run not already finished; write the summaries.
+
+    Everything a user can get wrong (model, mix, manifests, weights, tuned entries) is checked before
+    the first run starts. The baseline mix is always included so the report can compare with it.
+    """
+    cfg = params.train
+    models = tuple(models or params.study.models)
+    for model in models:
+        check_model(model)
+    selected = tuple(mixes or params.selected_mixes)
+    all_mixes = tuple(dict.fromkeys((*selected, params.study.baseline)))
+    for mix in all_mixes:
+        mix.check_feasible(params.data.train_per_class, params.generate.images_per_class)
+    seeds = tuple(params.study.seeds if seeds is None else seeds)
+
+    prepared = params.data.prepared_dir
+    train_rows = read_manifest(prepared / "train.csv")
+    test_rows = sorted(read_manifest(prepared / "test.csv"), key=lambda r: r.path.as_posix())
+    classes = sorted({r.label for r in test_rows})
+    train_classes = sorted({r.label for r in train_rows})
+    if train_classes != classes:
+        raise UserError(
+            f"{prepared}/train.csv and test.csv list different classes ({len(train_classes)} vs "
+            f"{len(classes)}). Rerun `synthmix prepare` so both come from one split."
+        )
+    synthetic_manifest = params.generate.out_dir / "manifest.csv"
+    synthetic_rows = (
+        read_synthetic_manifest(synthetic_manifest) if any(m.synthetic > 0 for m in all_mixes) else []
+    )
+    training = {mix: training_images(train_rows, synthetic_rows, mix) for mix in all_mixes}
+    weights_used = {
+        "cnn": "random",
+        "resnet50": resolve_resnet_weights(cfg.resnet50.weights).used if "resnet50" in models else "",
+    }
+    specs = plan_runs(params, models, all_mixes, seeds)
+
+    code = code_version()
+    fingerprints = {
+        spec: run_fingerprint(
+            spec,
+            training[spec.mix],
+            test_rows,
+            cfg.image_size,
+            weights_used[spec.model],
+            cfg.cnn.conv_dropout,
+            code,
+        )
+        for spec in specs
+    }
+    todo = [s for s in specs if not is_finished(s.run_dir(cfg.runs_dir), fingerprints[s])]
+    skipped = [s.run_dir(cfg.runs_dir) for s in specs if s not in todo]
+
+    if todo:
+        index = {c: i for i, c in enumerate(classes)}
+        test = load_images(
+            [r.path for r in test_rows], [index[r.label] for r in test_rows], [r.sha256 for r in test_rows],
+            cfg.image_size, cfg.cache_dir,
+        )  # fmt: skip
+        stores: dict[Mix, LabelledImages] = {}
+        with mlflow_sweep(params, models, all_mixes, seeds) as sweep_tags:
+            for spec in progress(todo, "Training runs"):
+                if spec.mix not in stores:
+                    images = training[spec.mix]
+                    stores[spec.mix] = load_images(
+                        [t.path for t in images], [index[t.label] for t in images], [t.sha256 for t in images],
+                        cfg.image_size, cfg.cache_dir,
+                    )  # fmt: skip
+                run_dir = spec.run_dir(cfg.runs_dir)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "DONE").unlink(missing_ok=True)  # from here on the folder is unfinished
+                result = fit(
+                    spec.model,
+                    stores[spec.mix],
+                    test,
+                    spec.hp,
+                    seed=spec.seed,
+                    num_classes=len(classes),
+                    train_cfg=cfg,
+                )
+                scores = evaluate(result.eval_logits, test.labels, classes)
+                write_run_scores(
+                    run_dir, scores, result.history, [r.path for r in test_rows], test.labels, classes
+                )
+                record = {
+                    "model": spec.model,
+                    "mix": spec.mix.name,
+                    "seed": spec.seed,
+                    "weights": result.weights_used,
+                    "hyperparameters": asdict(spec.hp),
+                    "hyperparameter_source": spec.source,
+                    "fingerprint": fingerprints[spec],
+                    "classes": classes,
+                    "mlflow_run_id": None,
+                    "train_images": len(stores[spec.mix]),
+                    "real_images": sum(t.source == "real" for t in training[spec.mix]),
+                    "synthetic_images": sum(t.source == "synthetic" for t in training[spec.mix]),
+                    "image_size": cfg.image_size,
+                }
+                record["mlflow_run_id"] = log_run_to_mlflow(
+                    spec, record, result, scores, run_dir, training[spec.mix], params, sweep_tags
+                )
+                write_json(record, run_dir / "run.json")
+                (run_dir / "DONE").write_text(fingerprints[spec] + "\n")  # last: the run is complete
+
+    finished = [read_finished_run(s.run_dir(cfg.runs_dir), s.summary_key) for s in specs]
+    write_summaries(finished, Path("metrics.json"), Path("plots"))
+    return StageResult([s.run_dir(cfg.runs_dir) for s in todo], skipped)
+
+
+# --- MLflow logging (called from the stage, so fit stays pure) ----------------------------------
+
+
+@contextmanager
+def mlflow_sweep(
+    params: Params, models: Sequence[str], mixes: Sequence[Mix], seeds: Sequence[int]
+) -> Iterator[dict[str, str]]:
+    """A parent MLflow run for this sweep; yields the tags every nested run shares."""
+    import mlflow
+
+    tracking.configure()
+    tags = {
+        "git_commit": tracking.git_commit(),
+        "data_dvc_hash": tracking.dvc_file_hash(Path("data.dvc")),
+        "synthetic_manifest_hash": tracking.file_hash(params.generate.out_dir / "manifest.csv"),
+        "dvc_experiment": tracking.dvc_experiment(),
+    }
+    sweep = (
+        f"train {','.join(models)} x {','.join(m.name for m in mixes)} x seeds {','.join(map(str, seeds))}"
+    )
+    with mlflow.start_run(run_name=sweep, tags={**tags, "stage": "train", "sweep": "true"}):
+        mlflow.log_params(flatten(to_dict(params.train), "train."))
+        yield tags
+
+
+def log_run_to_mlflow(
+    spec: RunSpec,
+    record: dict,
+    result: FitResult,
+    scores: Evaluation,
+    run_dir: Path,
+    training: Sequence[TrainingImage],
+    params: Params,
+    sweep_tags: dict[str, str],
+) -> str:
+    """One nested run: every resolved setting, per-epoch curves with step, final metrics, the run's
+    files, the training table as a dataset input, and the trained model with its signature."""
+    import mlflow
+    import pandas as pd
+    from mlflow.entities import Metric
+    from mlflow.models import infer_signature
+
+    tags = {
+        **sweep_tags,
+        "model": spec.model,
+        "mix": spec.mix.name,
+        "seed": str(spec.seed),
+        "weights": result.weights_used,
+        "hyperparameter_source": spec.source,
+        "fingerprint": record["fingerprint"],
+    }
+    name = f"{spec.model}-{spec.mix.name}-{'tuned-' if spec.source == 'tuned' else ''}seed{spec.seed}"
+    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+        settings = {
+            "model": spec.model,
+            "mix": spec.mix.name,
+            "seed": spec.seed,
+            "weights": result.weights_used,
+            "image_size": params.train.image_size,
+            "train_images": record["train_images"],
+            "num_classes": len(record["classes"]),
+            **{f"hp.{k}": v for k, v in asdict(spec.hp).items()},
+            **flatten(to_dict(params.train), "train."),
+        }
+        mlflow.log_params(settings)
+        now = int(time.time() * 1000)
+        curves = [
+            Metric(key, float(value), now, s.epoch)
+            for s in result.history
+            for key, value in (
+                ("train_loss", s.train_loss),
+                ("train_accuracy", s.train_accuracy),
+                ("test_loss", s.eval_loss),
+                ("test_accuracy", s.eval_accuracy),
+            )
+        ]
+        client = mlflow.tracking.MlflowClient()
+        for start in range(0, len(curves), 1000):  # MLflow takes at most 1000 metrics per batch
+            client.log_batch(run.info.run_id, metrics=curves[start : start + 1000])
+        mlflow.log_metrics({f"final_{k}": v for k, v in scores.metrics.items()})
+        table = pd.DataFrame(
+            [
+                {"path": t.path.as_posix(), "class": t.label, "sha256": t.sha256, "source": t.source}
+                for t in training
+            ]
+        )
+        dataset = mlflow.data.from_pandas(
+            table, source=params.data.prepared_dir.as_posix(), name=f"train-{spec.mix.name}"
+        )
+        mlflow.log_input(dataset, context="training")
+        for file in ("history.csv", "metrics.json", "per_class.csv", "confusion.csv", "predictions.csv"):
+            mlflow.log_artifact(str(run_dir / file), artifact_path="results")
+        size = params.train.image_size
+        example = np.zeros((1, 3, size, size), dtype=np.float32)
+        with torch.inference_mode():
+            output = result.model.eval()(torch.from_numpy(example)).numpy()
+        import torchvision
+
+        # pickle, not pt2: exporting a traced ResNet50 graph costs seconds per run; explicit requirements
+        # skip MLflow's slow requirement inference (which loads the model in a subprocess).
+        mlflow.pytorch.log_model(
+            result.model,
+            name="model",
+            signature=infer_signature(example, output),
+            serialization_format="pickle",
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"torchvision=={torchvision.__version__.split('+')[0]}",
+                "synthmix",
+            ],
+        )
+        return run.info.run_id
