@@ -7,7 +7,7 @@ as PostgreSQL to spread one study over many machines); every `synthmix tune` pro
 same storage and data joins the same study, and together they finish `tune.trials` trials, counted
 across all of them. A rerun continues the study, and trials left RUNNING by a dead worker are failed
 once their heartbeat is stale. The best hyperparameters go to tune.best_params_file (docs/layout.md),
-which training reads when train.use_tuned is true.
+which training reads (train.tuned_hyperparameters) when train.use_tuned is true.
 """
 
 from __future__ import annotations
@@ -501,7 +501,8 @@ def _log_study(study: optuna.Study, run_id: str, best: FrozenTrial, finished: in
         plt.close(axes.figure)
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len({tuple(sorted(t.params.items())) for t in completed}) >= 2:
-            axes = optuna_plots.plot_param_importances(study)
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # same trials, same figure
+            axes = optuna_plots.plot_param_importances(study, evaluator=evaluator)
             client.log_figure(run_id, axes.figure, "optuna/param_importances.png")
             plt.close(axes.figure)
         else:  # importances compare completed trials: with fewer than two there is nothing to compare
@@ -547,23 +548,6 @@ def ensure_best_params_file(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             tmp.write_text("{}\n")
-
-
-def tuned_hyperparameters(path: Path, model: str, mix: Mix) -> Hyperparameters:
-    """The tuned hyperparameters of (model, mix), for training with train.use_tuned: true."""
-    entry = read_best_params(path).get(model, {}).get(mix.name)
-    if entry is None:
-        raise UserError(
-            f"train.use_tuned is true but {path} has no tuned hyperparameters for {model} on {mix.name}. "
-            f"Run `synthmix tune --model {model} --mix {mix.name}` first, or set train.use_tuned: false."
-        )
-    missing = [key for key in HYPERPARAMETERS if key not in entry]
-    if missing:
-        raise UserError(
-            f"{path} lacks {', '.join(missing)} for {model} / {mix.name}. Rerun `synthmix tune --model "
-            f"{model} --mix {mix.name}`."
-        )
-    return hyperparameters_of(entry)
 
 
 # --- the stage -----------------------------------------------------------------------------------
