@@ -1,0 +1,310 @@
+"""The offline generator: a small class-conditional DDPM trained on the real training split only.
+
+A diffusers `UNet2DModel` with a class embedding learns to predict the noise `DDPMScheduler` added;
+`DDIMScheduler` (eta=0, deterministic given the initial noise) samples from it in a few steps.
+Training is resumable: every `checkpoint_every` steps the model, its EMA copy and the optimiser state
+go to `<checkpoint_dir>/checkpoint-<step>/` as safetensors, and every random draw of step s comes from
+a generator seeded by (seed, s), so a resumed training equals an uninterrupted one exactly. The
+finished model (EMA weights) is `<checkpoint_dir>/final/`, loadable with `UNet2DModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from synthmix.config import DDPMConfig, to_dict
+from synthmix.data import atomic_path
+from synthmix.progress import progress
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import UNet2DModel
+
+MODEL_ID = "synthmix-ddpm"
+FINAL_DIR = "final"
+FINGERPRINT_FILE = "fingerprint.json"
+EMA_DECAY = 0.995
+WARMUP_STEPS = 50
+LOSS_LOG_EVERY = 10
+# Settings that shape the trained weights; the sampling ones (sample_steps, sample_batch_size) and
+# where checkpoints live do not, so changing them must not retrain.
+_TRAINING_KEYS = (
+    "resolution",
+    "base_channels",
+    "train_steps",
+    "batch_size",
+    "learning_rate",
+    "num_train_timesteps",
+)
+
+
+def model_fingerprint(cfg: DDPMConfig, classes: Sequence[str], image_hashes: Sequence[str], seed: int) -> str:
+    """Hash of everything that determines the trained weights: training settings, classes, data, seed."""
+    payload = {
+        "training": {k: to_dict(cfg)[k] for k in _TRAINING_KEYS},
+        "classes": list(classes),
+        "images": list(image_hashes),
+        "seed": seed,
+        "architecture": 1,  # bump when build_unet changes
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def build_unet(cfg: DDPMConfig, num_classes: int) -> UNet2DModel:
+    """Three resolution levels (the input is halved twice), self-attention at the middle one."""
+    from diffusers import UNet2DModel
+
+    c = cfg.base_channels
+    return UNet2DModel(
+        sample_size=cfg.resolution,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(c, 2 * c, 2 * c),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=math.gcd(c, 8),
+        num_class_embeds=num_classes,
+    )
+
+
+def noise_scheduler(cfg: DDPMConfig):
+    from diffusers import DDPMScheduler
+
+    # The cosine schedule keeps small images from being noise-dominated for most timesteps.
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule="squaredcos_cap_v2")
+
+
+def learning_rate_at(cfg: DDPMConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10%: a pure function of the step, so resuming needs no state."""
+    if step < WARMUP_STEPS:
+        return cfg.learning_rate * (step + 1) / WARMUP_STEPS
+    progress_fraction = (step - WARMUP_STEPS) / max(1, cfg.train_steps - WARMUP_STEPS)
+    return cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_fraction)))
+
+
+def ema_decay_at(step: int) -> float:
+    """Ramp the EMA decay up (the usual (1+s)/(10+s) warm-up) so early random weights fade out fast."""
+    return min(EMA_DECAY, (1 + step) / (10 + step))
+
+
+def step_seed(seed: int, step: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"ddpm-train:{seed}:{step}".encode()).digest()[:8], "big") >> 1
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NxHxWx3 -> float NCHW in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_ddpm(
+    cfg: DDPMConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    seed: int,
+    fingerprint: str,
+    log_loss: Callable[[float, int], None] = lambda loss, step: None,
+    on_step: Callable[[int], None] | None = None,
+) -> Path:
+    """Train (or resume, or reuse) the DDPM on `images` (uint8 NxHxWx3) and return its final directory.
+
+    A finished model with the same fingerprint is reused; checkpoints with another fingerprint (a
+    changed parameter or training set) are deleted and training starts over. `on_step(step)` runs
+    after every step (tests use it to interrupt training).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    root = cfg.checkpoint_dir
+    final = root / FINAL_DIR
+    if _fingerprint_of(final) == fingerprint:
+        return final
+    _drop_stale_checkpoints(root, fingerprint)
+    root.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(seed)
+    model = build_unet(cfg, num_classes)
+    ema = build_unet(cfg, num_classes)
+    ema.load_state_dict(model.state_dict())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    start = _load_latest_checkpoint(root, fingerprint, model, ema, optimizer)
+    ema.requires_grad_(False)
+
+    scheduler = noise_scheduler(cfg)
+    data = images_to_tensor(images)
+    classes = torch.from_numpy(labels.astype(np.int64))
+    model.train()
+    recent: list[float] = []
+    for step in progress(range(start, cfg.train_steps), "Training DDPM", total=cfg.train_steps - start):
+        draw = torch.Generator().manual_seed(step_seed(seed, step))
+        batch = torch.randint(len(data), (cfg.batch_size,), generator=draw)
+        clean = data[batch]
+        noise = torch.randn(clean.shape, generator=draw)
+        timesteps = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=draw)
+        predicted = model(
+            scheduler.add_noise(clean, noise, timesteps), timesteps, class_labels=classes[batch]
+        )
+        loss = F.mse_loss(predicted.sample, noise)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(cfg, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            decay = ema_decay_at(step)
+            for averaged, current in zip(ema.parameters(), model.parameters(), strict=True):
+                averaged.lerp_(current, 1.0 - decay)
+        recent.append(loss.item())
+        done = step + 1
+        if done % LOSS_LOG_EVERY == 0 or done == cfg.train_steps:
+            log_loss(sum(recent) / len(recent), done)
+            recent.clear()
+        if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
+            _save_checkpoint(root, done, fingerprint, model, ema, optimizer)
+        if on_step is not None:
+            on_step(done)
+
+    _save_final(final, ema, fingerprint)
+    return final
+
+
+def load_trained(final: Path, device: Any = "cpu") -> UNet2DModel:
+    from diffusers import UNet2DModel
+
+    return UNet2DModel.from_pretrained(final).to(device).eval()
+
+
+def sample_ddpm(
+    model: UNet2DModel,
+    cfg: DDPMConfig,
+    class_ids: Sequence[int],
+    seeds: Sequence[int],
+) -> np.ndarray:
+    """One image per (class id, seed) as uint8 NxHxWx3 with deterministic DDIM (eta=0).
+
+    Each image's starting noise comes from its own seeded generator, so an image depends on its seed
+    and class, not on its neighbours in the batch (up to the last bits of batched arithmetic, which
+    the caller removes by always sampling the same batches).
+    """
+    import torch
+    from diffusers import DDIMScheduler
+
+    sampler = DDIMScheduler.from_config(noise_scheduler(cfg).config, timestep_spacing="trailing")
+    sampler.set_timesteps(cfg.sample_steps)
+    device = model.device
+    shape = (3, cfg.resolution, cfg.resolution)
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    sample = torch.stack(noise).to(device)
+    labels = torch.tensor(list(class_ids), dtype=torch.long, device=device)
+    with torch.no_grad():
+        for t in sampler.timesteps:
+            predicted = model(sample, t, class_labels=labels).sample
+            sample = sampler.step(predicted, t, sample, eta=0.0).prev_sample
+    pixels = ((sample.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def _fingerprint_of(directory: Path) -> str | None:
+    path = directory / FINGERPRINT_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("fingerprint")
+
+
+def _drop_stale_checkpoints(root: Path, fingerprint: str) -> None:
+    """Delete checkpoints and a final model trained with other settings or data, so none is resumed."""
+    if not root.exists():
+        return
+    for entry in root.iterdir():
+        stale = entry.is_dir() and _fingerprint_of(entry) != fingerprint
+        if stale or entry.name.endswith(".tmp"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _checkpoint_dirs(root: Path, fingerprint: str) -> list[tuple[int, Path]]:
+    found = []
+    for entry in root.glob("checkpoint-*"):
+        if entry.is_dir() and _fingerprint_of(entry) == fingerprint:
+            found.append((int(entry.name.split("-")[1]), entry))
+    return sorted(found)
+
+
+def _save_checkpoint(root: Path, step: int, fingerprint: str, model, ema, optimizer) -> None:
+    """Write checkpoint-<step>/ under a temporary name and rename it (never half-written); keep the last."""
+    from safetensors.torch import save_file
+
+    target = root / f"checkpoint-{step}"
+    tmp = root / f"checkpoint-{step}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
+    save_file(_optimizer_tensors(optimizer), tmp / "optimizer.safetensors")
+    # The fingerprint file is written last: a directory without it is never resumed.
+    (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint, "step": step}))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    for older_step, older in _checkpoint_dirs(root, fingerprint):
+        if older_step < step:
+            shutil.rmtree(older)
+
+
+def _load_latest_checkpoint(root: Path, fingerprint: str, model, ema, optimizer) -> int:
+    """Restore the newest matching checkpoint into model/ema/optimizer; return its step (0 if none)."""
+    from safetensors.torch import load_file
+
+    checkpoints = _checkpoint_dirs(root, fingerprint)
+    if not checkpoints:
+        return 0
+    step, directory = checkpoints[-1]
+    model.load_state_dict(load_file(directory / "model.safetensors"))
+    ema.load_state_dict(load_file(directory / "ema.safetensors"))
+    optimizer.load_state_dict(_optimizer_state(optimizer, load_file(directory / "optimizer.safetensors")))
+    return step
+
+
+def _optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
+    """AdamW's per-parameter state as flat named tensors, for safetensors."""
+    tensors = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"{index}.{key}"] = value.detach().reshape(value.shape).contiguous().clone()
+    return tensors
+
+
+def _optimizer_state(optimizer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
+
+
+def _save_final(final: Path, ema, fingerprint: str) -> None:
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ema.save_pretrained(tmp, safe_serialization=True)
+    with atomic_path(tmp / FINGERPRINT_FILE) as path:
+        path.write_text(json.dumps({"fingerprint": fingerprint}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)

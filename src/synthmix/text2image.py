@@ -1,0 +1,141 @@
+"""The text-to-image generator: any diffusers pipeline from a hub id or a local directory.
+
+Text mode prompts the pipeline with the class label; image mode (SDEdit) starts from a real training
+image of the class and re-noises it by `strength`. On CUDA the pipeline runs in fp16 (the `fp16`
+weight variant when the model has one) with PyTorch's scaled-dot-product attention. An image the
+safety checker blocks (returned all black) is regenerated with the next seed and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from synthmix.config import Text2ImageConfig
+from synthmix.errors import UserError
+
+
+def label_to_words(label: str) -> str:
+    """A class folder name as words for a prompt: `ankle_boot` and `ankle-boot` -> `ankle boot`."""
+    return " ".join(label.replace("_", " ").replace("-", " ").split())
+
+
+def prompt_for(cfg: Text2ImageConfig, label: str) -> str:
+    return cfg.prompt_template.replace("{label}", label_to_words(label))
+
+
+def revision_of(cfg: Text2ImageConfig) -> str:
+    if cfg.revision:
+        return cfg.revision
+    return "local" if Path(cfg.model).is_dir() else "main"
+
+
+def load_pipeline(cfg: Text2ImageConfig, device: Any) -> Any:
+    """Load the pipeline (text-to-image or image-to-image, by cfg.mode) through `from_pretrained`.
+
+    A model id that is neither a local directory nor in the Hugging Face cache while offline becomes
+    a UserError saying how to make it available.
+    """
+    import torch
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    pipeline_class = AutoPipelineForImage2Image if cfg.mode == "image" else AutoPipelineForText2Image
+    kwargs: dict[str, Any] = {"revision": cfg.revision}
+    if not cfg.safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda:
+        kwargs["torch_dtype"] = torch.float16
+    try:
+        try:
+            pipe = pipeline_class.from_pretrained(
+                cfg.model, **kwargs, **({"variant": "fp16"} if on_cuda else {})
+            )
+        except (OSError, ValueError):
+            if not on_cuda:
+                raise
+            pipe = pipeline_class.from_pretrained(cfg.model, **kwargs)  # the model has no fp16 variant
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"generate.text2image.model '{cfg.model}' could not be loaded ({first_line}). It is neither a "
+            "local pipeline directory nor in the Hugging Face cache, and synthmix does not download "
+            "while offline. Download it once on a machine with network access (e.g. `hf download "
+            f"{cfg.model}`, or run `synthmix generate` once without HF_HUB_OFFLINE), or set "
+            "generate.text2image.model in params.yaml to a local directory written by save_pretrained."
+        ) from None
+    pipe = pipe.to(device)
+    if on_cuda and hasattr(pipe, "unet"):
+        pipe.unet.set_attn_processor(AttnProcessor2_0())  # SDPA (flash/memory-efficient kernels)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@dataclass(frozen=True)
+class Text2ImageResult:
+    pixels: np.ndarray  # uint8 HxWx3
+    seed: int  # the seed that produced it (base seed + retries)
+    retries: int  # how many blocked (all-black) images were regenerated
+    blocked: bool  # still blocked after max_retries
+
+
+def is_blocked(pixels: np.ndarray, flagged: bool) -> bool:
+    """The safety checker flagged it, or the image is all black (how a blocked image comes back)."""
+    return bool(flagged) or int(pixels.max(initial=0)) == 0
+
+
+def sample_text2image(
+    pipe: Any,
+    cfg: Text2ImageConfig,
+    label: str,
+    seeds: Sequence[int],
+    init_images: Sequence[Image.Image] | None = None,
+) -> list[Text2ImageResult]:
+    """One image per seed for class `label` in one batched call; blocked ones are retried one by one."""
+    pixels, flagged = _call(pipe, cfg, label, list(seeds), init_images)
+    results = []
+    for i, seed in enumerate(seeds):
+        image, blocked, retries = pixels[i], is_blocked(pixels[i], flagged[i]), 0
+        while blocked and retries < cfg.max_retries:
+            retries += 1
+            init = [init_images[i]] if init_images is not None else None
+            retry_pixels, retry_flagged = _call(pipe, cfg, label, [seed + retries], init)
+            image, blocked = retry_pixels[0], is_blocked(retry_pixels[0], retry_flagged[0])
+        results.append(Text2ImageResult(image, seed + retries, retries, blocked))
+    return results
+
+
+def _call(
+    pipe: Any,
+    cfg: Text2ImageConfig,
+    label: str,
+    seeds: list[int],
+    init_images: Sequence[Image.Image] | None,
+) -> tuple[np.ndarray, list[bool]]:
+    import torch
+
+    # CPU generators: the same seed gives the same starting latents on any device.
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    kwargs: dict[str, Any] = {
+        "prompt": [prompt_for(cfg, label)] * len(seeds),
+        "num_inference_steps": cfg.steps,
+        "guidance_scale": cfg.guidance_scale,
+        "generator": generators,
+        "output_type": "np",
+    }
+    if cfg.negative_prompt:
+        kwargs["negative_prompt"] = [cfg.negative_prompt] * len(seeds)
+    if init_images is not None:
+        kwargs.update(image=list(init_images), strength=cfg.strength)
+    else:
+        kwargs.update(height=cfg.size, width=cfg.size)
+    output = pipe(**kwargs)
+    pixels = (np.clip(np.asarray(output.images, dtype=np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(seeds)
+    return pixels, [bool(f) for f in flagged]
