@@ -783,8 +783,11 @@ def _group_by(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list
 
 
 def _span(values: Sequence[int]) -> str:
-    if len(values) > 3 and values == list(range(values[0], values[-1] + 1)):
+    """Sorted distinct ints, briefly: a run as 'a-b', many scattered ones (per-image seeds) as a count."""
+    if len(values) > 3 and values[-1] - values[0] == len(values) - 1:
         return f"{values[0]}-{values[-1]}"
+    if len(values) > 6:
+        return f"{len(values)} distinct per-image seeds"
     return ", ".join(map(str, values))
 
 
