@@ -1,0 +1,368 @@
+"""The generate stage: reproducible per image, resumable, shardable, offline, for both generators."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from synthmix.cli import run
+from synthmix.config import DDPMConfig, Text2ImageConfig
+from synthmix.generate import ImageKey, image_seed, plan_chunks, shard
+from synthmix.text2image import label_to_words, sample_text2image
+
+TINY_DDPM = {
+    "resolution": 8,
+    "base_channels": 8,
+    "train_steps": 4,
+    "batch_size": 4,
+    "num_train_timesteps": 50,
+    "sample_steps": 3,
+    "sample_batch_size": 2,
+    "checkpoint_every": 2,
+}
+SMALL_STUDY = {"mixes": ["3r0s", "3r1s"], "baseline": "3r0s"}
+
+
+def _project(root: Path, image_tree, generate: dict, classes=("ankle_boot", "b")) -> Path:
+    """A prepared tiny project in `root`: 4 train / 2 test real images per class, a params.yaml."""
+    image_tree(dict.fromkeys(classes, 6), root=root / "data")
+    params = {"data": {"train_per_class": 4, "test_per_class": 2}, "study": SMALL_STUDY, "generate": generate}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with contextlib.chdir(root):
+        assert run(["prepare"]) == 0
+    return root
+
+
+def _hashes(out_dir: Path) -> dict[str, str]:
+    with open(out_dir / "manifest.csv", newline="") as fh:
+        return {row["path"]: row["sha256"] for row in csv.DictReader(fh)}
+
+
+def _synthmix(*args: str, cwd: Path, env_extra: dict | None = None, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "synthmix", *args], cwd=cwd, env={**env, **(env_extra or {})}, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory) -> str:
+    """One tracking database for the module: creating an MLflow database takes seconds."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("synthmix")
+    return uri
+
+
+@pytest.fixture(autouse=True)
+def _local_mlflow(mlflow_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+
+
+# --- pure planning --------------------------------------------------------------------------------
+
+
+def test_image_seeds_are_stable_and_distinct_per_class_and_index():
+    seeds = {image_seed(0, label, i) for label in ("a", "b") for i in range(50)}
+    assert len(seeds) == 100
+    assert image_seed(0, "a", 3) == image_seed(0, "a", 3) != image_seed(1, "a", 3)
+
+
+def test_chunks_are_fixed_per_class_and_shards_cover_every_chunk_once():
+    chunks = plan_chunks(["a", "b"], images_per_class=5, chunk_size=2)
+    assert chunks[2] == (ImageKey("a", 4), ImageKey("a", 5))  # padded past images_per_class
+    # an image's batch does not depend on how many images are asked for
+    assert plan_chunks(["a"], 7, 2)[:2] == plan_chunks(["a"], 4, 2)
+    shards = [shard(chunks, p, 2) for p in range(2)]
+    assert sorted(c for s in shards for c in s) == sorted(chunks)
+
+
+@pytest.mark.parametrize(
+    "folder,words", [("ankle_boot", "ankle boot"), ("ankle-boot", "ankle boot"), ("cat", "cat")]
+)
+def test_label_from_folder_name(folder, words):
+    assert label_to_words(folder) == words
+
+
+# --- the DDPM -------------------------------------------------------------------------------------
+
+
+def test_ddpm_fills_synthetic_and_a_rerun_keeps_it(in_tmp, image_tree):
+    _project(in_tmp, image_tree, {"images_per_class": 3, "ddpm": TINY_DDPM})
+    assert run(["generate"]) == 0
+    pngs = sorted(p.relative_to(in_tmp).as_posix() for p in (in_tmp / "synthetic").rglob("*.png"))
+    assert pngs == [f"synthetic/{c}/{i:04d}.png" for c in ("ankle_boot", "b") for i in range(3)]
+    assert sorted(p.name for p in (in_tmp / "synthetic").iterdir()) == ["ankle_boot", "b", "manifest.csv"]
+    with open(in_tmp / "synthetic" / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["class"], r["index"]) for r in rows] == [
+        (c, str(i)) for c in ("ankle_boot", "b") for i in range(3)
+    ]
+    assert {r["generator"] for r in rows} == {"ddpm"} and {r["steps"] for r in rows} == {"3"}
+    assert rows[0]["seed"] == str(image_seed(0, "ankle_boot", 0))
+    assert {p.name for p in (in_tmp / "samples").iterdir()} == {"ankle_boot.png", "b.png", "grid.png"}
+    # the model is a real diffusers checkpoint, loadable through from_pretrained
+    from diffusers import UNet2DModel
+
+    model = UNet2DModel.from_pretrained(in_tmp / "models" / "ddpm" / "final")
+    assert model.config.num_class_embeds == 2 and model.config.sample_size == 8
+    assert list((in_tmp / "models" / "ddpm" / "final").glob("*.safetensors"))
+
+    before = _hashes(in_tmp / "synthetic")
+    stamp = (in_tmp / "synthetic" / "b" / "0002.png").stat().st_mtime_ns
+    assert run(["generate"]) == 0
+    assert _hashes(in_tmp / "synthetic") == before
+    assert (in_tmp / "synthetic" / "b" / "0002.png").stat().st_mtime_ns == stamp  # kept, not redone
+
+
+def test_changed_sampling_setting_regenerates_and_fewer_images_leave_no_strays(in_tmp, image_tree):
+    _project(in_tmp, image_tree, {"images_per_class": 3, "ddpm": TINY_DDPM})
+    assert run(["generate"]) == 0
+    before = _hashes(in_tmp / "synthetic")
+    params = yaml.safe_load((in_tmp / "params.yaml").read_text())
+    params["generate"]["ddpm"] = {**TINY_DDPM, "sample_steps": 5}
+    params["generate"]["images_per_class"] = 2
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run(["generate"]) == 0
+    after = _hashes(in_tmp / "synthetic")
+    assert sorted(after) == [f"synthetic/{c}/{i:04d}.png" for c in ("ankle_boot", "b") for i in range(2)]
+    assert not (in_tmp / "synthetic" / "b" / "0002.png").exists()
+    assert all(after[p] != before[p] for p in after)
+
+
+def test_interrupted_ddpm_training_resumes_from_its_last_checkpoint(tmp_path):
+    from synthmix.ddpm import train_ddpm
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    cfg = DDPMConfig(**{**TINY_DDPM, "train_steps": 6, "checkpoint_dir": tmp_path / "straight"})
+    straight = train_ddpm(cfg, images, labels, 2, seed=0, fingerprint="f")
+
+    resumed_cfg = DDPMConfig(**{**TINY_DDPM, "train_steps": 6, "checkpoint_dir": tmp_path / "resumed"})
+
+    def crash_at_step_3(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_ddpm(resumed_cfg, images, labels, 2, seed=0, fingerprint="f", on_step=crash_at_step_3)
+    assert [p.name for p in (tmp_path / "resumed").iterdir()] == ["checkpoint-2"]
+    steps_run: list[int] = []
+    resumed = train_ddpm(resumed_cfg, images, labels, 2, seed=0, fingerprint="f", on_step=steps_run.append)
+    assert steps_run == [3, 4, 5, 6]  # resumed after step 2, not from scratch
+    from safetensors.torch import load_file
+
+    a, b = (
+        load_file(straight / "diffusion_pytorch_model.safetensors"),
+        load_file(resumed / "diffusion_pytorch_model.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+    # another fingerprint (a changed parameter or training set) starts over instead of resuming
+    steps_run.clear()
+    train_ddpm(resumed_cfg, images, labels, 2, seed=0, fingerprint="g", on_step=steps_run.append)
+    assert steps_run[0] == 1
+
+
+@pytest.mark.slow
+def test_killed_generation_resumes_to_exactly_the_uninterrupted_set(tmp_path, image_tree):
+    generate = {"images_per_class": 12, "ddpm": {**TINY_DDPM, "sample_batch_size": 1, "sample_steps": 6}}
+    straight = _project(tmp_path / "straight", image_tree, generate)
+    killed = _project(tmp_path / "killed", image_tree, generate)
+    first = _synthmix("generate", cwd=straight)
+
+    victim = _synthmix("generate", cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((killed / "synthetic").rglob("*.png")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    done = len(list((killed / "synthetic").rglob("*.png")))
+    assert 0 < done < 24, "the kill must land mid-generation"
+    assert not (killed / "synthetic" / "manifest.csv").exists()
+
+    assert first.wait() == 0
+    assert _synthmix("generate", cwd=killed).wait() == 0
+    assert _hashes(killed / "synthetic") == _hashes(straight / "synthetic")
+    assert not [p for p in (killed / "synthetic").rglob("*") if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.slow
+def test_two_accelerate_processes_make_the_single_process_set(tmp_path, image_tree):
+    generate = {"images_per_class": 5, "ddpm": TINY_DDPM}
+    single = _project(tmp_path / "single", image_tree, generate)
+    double = _project(tmp_path / "double", image_tree, generate)
+    one = _synthmix("generate", cwd=single)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "synthmix", "generate"],
+        cwd=double, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert one.wait() == 0
+    assert _hashes(double / "synthetic") == _hashes(single / "synthetic")
+
+
+# --- text-to-image --------------------------------------------------------------------------------
+
+
+def _tiny_tokenizer(directory: Path):
+    """A CLIP BPE tokenizer from a byte-level vocab.json and an empty merges.txt written here."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = sorted(set(bytes_to_unicode().values()))
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for token in chars + [c + "</w>" for c in chars]:
+        vocab[token] = len(vocab)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer.from_pretrained(directory, model_max_length=77)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A tiny random Stable Diffusion pipeline, saved with save_pretrained (no network)."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    root = tmp_path_factory.mktemp("tiny-sd")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+    )
+    tokenizer = _tiny_tokenizer(root / "tokenizer-source")
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+        )
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+def _t2i(model: Path, **overrides) -> dict:
+    settings = {"model": str(model), "steps": 2, "size": 16, "batch_size": 2, "guidance_scale": 2.0}
+    return {"generator": "text2image", "images_per_class": 3, "text2image": {**settings, **overrides}}
+
+
+def test_text2image_from_a_local_pipeline_directory(in_tmp, image_tree, tiny_sd):
+    _project(in_tmp, image_tree, _t2i(tiny_sd, negative_prompt="blurry"))
+    assert run(["generate"]) == 0
+    with open(in_tmp / "synthetic" / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6
+    assert rows[0]["prompt"] == "natural scenery, wildlife photo, image of a ankle boot"
+    assert (rows[0]["model_id"], rows[0]["revision"], rows[0]["guidance"]) == (str(tiny_sd), "local", "2.0")
+    from PIL import Image
+
+    with Image.open(in_tmp / rows[0]["path"]) as img:
+        assert img.size == (16, 16) and img.mode == "RGB"
+    assert (in_tmp / "samples" / "grid.png").exists()
+
+
+def test_image_to_image_mode_starts_from_real_training_images(in_tmp, image_tree, tiny_sd):
+    _project(in_tmp, image_tree, _t2i(tiny_sd, mode="image", strength=0.5))
+    assert run(["generate"]) == 0
+    hashes = _hashes(in_tmp / "synthetic")
+    assert len(hashes) == 6 and len(set(hashes.values())) == 6
+
+
+def test_blocked_images_are_regenerated_with_the_next_seed_and_counted(tiny_sd):
+    from diffusers import AutoPipelineForText2Image
+
+    real_pipe = AutoPipelineForText2Image.from_pretrained(tiny_sd)
+    real_pipe.set_progress_bar_config(disable=True)
+
+    def censoring_pipe(**kwargs):
+        """The real pipeline, with a safety checker that blacks out images from seeds 10 and 20..23."""
+        output = real_pipe(**kwargs)
+        flagged = [g.initial_seed() == 10 or g.initial_seed() >= 20 for g in kwargs["generator"]]
+        for i, blocked in enumerate(flagged):
+            if blocked:
+                output.images[i][:] = 0.0
+        return output
+
+    cfg = Text2ImageConfig(model=str(tiny_sd), steps=2, size=16, max_retries=3)
+    ok, retried, hopeless = sample_text2image(censoring_pipe, cfg, "cat", [5, 10, 20])
+    assert (ok.seed, ok.retries, ok.blocked) == (5, 0, False)
+    assert (retried.seed, retried.retries, retried.blocked) == (11, 1, False) and retried.pixels.max() > 0
+    assert (hopeless.retries, hopeless.blocked) == (3, True)
+
+
+# --- user mistakes --------------------------------------------------------------------------------
+
+
+def test_a_model_not_available_offline_exits_2_saying_how_to_fix_it(in_tmp, image_tree, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _project(in_tmp, image_tree, _t2i(Path("nobody-here/no-such-model")))
+    assert run(["generate"]) == 2
+    err = capsys.readouterr().err
+    assert "generate.text2image.model" in err and "local directory" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "generate,message",
+    [
+        ({"generator": "gan"}, "generate.generator is 'gan'"),
+        ({"text2image": {"prompt_template": "a photo"}}, "{label}"),
+    ],
+)
+def test_bad_generate_settings_exit_2(in_tmp, capsys, generate, message):
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump({"study": SMALL_STUDY, "generate": generate}))
+    assert run(["generate"]) == 2
+    assert message in capsys.readouterr().err
