@@ -17,7 +17,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import logging
+import math
 import random
 import time
 import warnings
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from synthmix.store import LabelledImages
     from synthmix.train import EpochStats, Hyperparameters
 
-log = logging.getLogger(__name__)
 
 MLFLOW_EXPERIMENT = "synthmix-tune"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that count toward tune.trials
@@ -340,7 +339,8 @@ def objective(trial: optuna.Trial, task: TuningTask) -> float:
         final = result.history[-1]
         trial.set_user_attr("val_accuracy", final.eval_accuracy)
         mlflow.log_metrics({"objective": final.eval_loss, "val_accuracy_final": final.eval_accuracy})
-        mlflow.set_tag("optuna.state", "COMPLETE")
+        # A diverged trial (inf/nan loss) is recorded by Optuna as FAIL and does not count toward N.
+        mlflow.set_tag("optuna.state", "COMPLETE" if math.isfinite(final.eval_loss) else "FAIL")
     except optuna.TrialPruned:
         mlflow.set_tag("optuna.state", "PRUNED")
         mlflow.end_run()
