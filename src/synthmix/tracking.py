@@ -16,10 +16,18 @@ def tracking_uri() -> str:
 
 
 def configure(experiment: str = "synthmix") -> None:
+    """Point MLflow at tracking_uri() and the `synthmix` experiment.
+
+    Under `mlflow run` (which sets MLFLOW_EXPERIMENT_ID and MLFLOW_RUN_ID for the command) the run it
+    opened stays the parent: its experiment is kept, or MLflow refuses to resume the run.
+    """
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
+    else:
+        mlflow.set_experiment(experiment)
 
 
 def git_commit(cwd: Path | None = None) -> str:
