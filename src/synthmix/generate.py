@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
-from synthmix.config import GenerateConfig, Params, flatten, to_dict
+from synthmix.config import DDPMConfig, GenerateConfig, Params, Text2ImageConfig, flatten, to_dict
 from synthmix.data import SplitRow, atomic_path, decode_array, load_rgb, read_manifest, sha256_file
 from synthmix.errors import UserError
 from synthmix.mixes import SyntheticRow, write_synthetic_manifest
@@ -208,7 +208,7 @@ def _training_rows(path: Path) -> list[SplitRow]:
 @dataclass
 class DDPMSource:
     model: Any
-    cfg: Any  # DDPMConfig
+    cfg: DDPMConfig
     class_ids: dict[str, int]
     fingerprint: str
 
@@ -265,7 +265,7 @@ def _ddpm_source(
 @dataclass
 class Text2ImageSource:
     pipe: Any
-    cfg: Any  # Text2ImageConfig
+    cfg: Text2ImageConfig
     init_images: dict[str, list[Path]]  # class -> real training images by rank (image mode)
 
     @property
