@@ -114,6 +114,16 @@ def test_ddpm_fills_synthetic_and_a_rerun_keeps_it(in_tmp, image_tree):
     assert {r["generator"] for r in rows} == {"ddpm"} and {r["steps"] for r in rows} == {"3"}
     assert rows[0]["seed"] == str(image_seed(0, "ankle_boot", 0))
     assert {p.name for p in (in_tmp / "samples").iterdir()} == {"ankle_boot.png", "b.png", "grid.png"}
+    # MLflow has the loss curve and the pictures
+    import mlflow
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    latest = client.search_runs(
+        [client.get_experiment_by_name("synthmix").experiment_id], order_by=["attributes.start_time DESC"]
+    )[0]
+    assert latest.info.run_name == "generate"
+    assert [m.step for m in client.get_metric_history(latest.info.run_id, "ddpm_loss")] == [4]
+    assert "samples/grid.png" in {a.path for a in client.list_artifacts(latest.info.run_id, "samples")}
     # the model is a real diffusers checkpoint, loadable through from_pretrained
     from diffusers import UNet2DModel
 

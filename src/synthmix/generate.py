@@ -132,7 +132,7 @@ def image_path(out_dir: Path, key: ImageKey) -> Path:
 # --- the stage ------------------------------------------------------------------------------------
 
 
-def generate_synthetic(params: Params, on_image: Callable[[ImageKey], None] | None = None) -> GenerateSummary:
+def generate_synthetic(params: Params) -> GenerateSummary:
     """Run the generate stage as configured; under `accelerate launch` each process does its share.
 
     Reads prepared/train.csv only (never the test split). Writes synthetic/<class>/<index:04d>.png,
@@ -167,8 +167,6 @@ def generate_synthetic(params: Params, on_image: Callable[[ImageKey], None] | No
                 if key in todo:
                     _write_image(image_path(cfg.out_dir, key), image, digest)
                     summary.generated += 1
-                    if on_image is not None:
-                        on_image(key)
         state.wait_for_everyone()
 
         if state.is_main_process:
