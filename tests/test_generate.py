@@ -364,6 +364,11 @@ def test_a_model_not_available_offline_exits_2_saying_how_to_fix_it(in_tmp, imag
     err = capsys.readouterr().err
     assert "generate.text2image.model" in err and "local directory" in err and "Traceback" not in err
 
+    (in_tmp / "empty-model").mkdir()
+    _project(in_tmp, image_tree, _t2i(in_tmp / "empty-model"))
+    assert run(["generate"]) == 2
+    assert "not a loadable diffusers pipeline" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize(
     "generate,message",

@@ -63,6 +63,12 @@ def load_pipeline(cfg: Text2ImageConfig, device: Any) -> Any:
             pipe = pipeline_class.from_pretrained(cfg.model, **kwargs)  # the model has no fp16 variant
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if Path(cfg.model).is_dir():
+            raise UserError(
+                f"generate.text2image.model '{cfg.model}' is a directory but not a loadable diffusers "
+                f"pipeline ({first_line}). Point it at a folder written by a pipeline's save_pretrained "
+                "(it holds model_index.json and one subfolder per component)."
+            ) from None
         raise UserError(
             f"generate.text2image.model '{cfg.model}' could not be loaded ({first_line}). It is neither a "
             "local pipeline directory nor in the Hugging Face cache, and synthmix does not download "
