@@ -162,6 +162,7 @@ class TrainConfig:
     image_size: int = 32
     batch_size: int = 32
     use_tuned: bool = False  # True: take per-(model, mix) hyperparameters from tune.best_params_file
+    workers: int = 0  # runs trained side by side, one process and one thread each; 0 = one per CPU core
     runs_dir: Path = Path("runs")  # per-(model, mix, seed) results, kept between runs
     cache_dir: Path = Path(".cache/synthmix")  # decoded-image and feature caches
     cnn: CNNConfig = field(default_factory=CNNConfig)
@@ -173,6 +174,8 @@ class TrainConfig:
                 f"train.image_size is {self.image_size}; the CNN halves it five times, so use at least 32."
             )
         _positive("train.batch_size", self.batch_size)
+        if self.workers < 0:
+            raise UserError(f"train.workers is {self.workers}; use 0 (one per CPU core) or a positive count.")
         self.cnn.validate()
         self.resnet50.validate()
 
@@ -197,14 +200,20 @@ class StudyConfig:
 class TuneConfig:
     enabled: bool = False  # the dvc `tune` stage tunes only when true (it is off in a plain `dvc repro`)
     trials: int = 20  # finished (complete + pruned) trials per (model, mix), summed over all workers
-    storage: str = "sqlite:///optuna.db"  # any SQLAlchemy URL; a shared PostgreSQL one lets many machines help
+    storage: str = (
+        "sqlite:///optuna.db"  # any SQLAlchemy URL; a shared PostgreSQL one lets many machines help
+    )
     sampler_seed: int = 0
     seed: int = 0  # seeds the validation split and every trial's training
-    validation_fraction: float = 0.2  # carved per class (and per real/synthetic source) from the mix's training set
+    validation_fraction: float = (
+        0.2  # carved per class (and per real/synthetic source) from the mix's training set
+    )
     best_params_file: Path = Path("tuned/best_params.yaml")
     pruning_startup_trials: int = 5  # trials that always run to the end before the median pruner may stop one
     pruning_warmup_epochs: int = 3  # epochs every trial runs before it may be pruned
-    heartbeat_seconds: int = 60  # a RUNNING trial silent for 2x this long belongs to a dead worker: marked FAIL
+    heartbeat_seconds: int = (
+        60  # a RUNNING trial silent for 2x this long belongs to a dead worker: marked FAIL
+    )
     lr: tuple[float, float] = (1e-4, 1e-1)  # log scale
     weight_decay: tuple[float, float] = (1e-6, 1e-2)  # log scale
     dropout: tuple[float, float] = (0.0, 0.6)
@@ -230,7 +239,7 @@ class TuneConfig:
         for key in ("lr", "weight_decay"):  # searched on a log scale, so 0 cannot be a bound
             _positive(f"tune.{key}[0]", getattr(self, key)[0])
         _positive("tune.epochs[0]", self.epochs[0])
-        if not (0.0 <= self.dropout[0] and self.dropout[1] < 1.0):
+        if not (self.dropout[0] >= 0.0 and self.dropout[1] < 1.0):
             raise UserError(f"tune.dropout is {list(self.dropout)}; both bounds must be in [0, 1).")
         if not self.batch_size or any(b <= 0 for b in self.batch_size):
             raise UserError(

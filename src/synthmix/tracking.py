@@ -18,14 +18,16 @@ def tracking_uri() -> str:
 def configure(experiment: str = "synthmix") -> None:
     """Point MLflow at tracking_uri() and the `synthmix` experiment.
 
-    Under `mlflow run` (which sets MLFLOW_EXPERIMENT_ID and MLFLOW_RUN_ID for the command) the run it
-    opened stays the parent: its experiment is kept, or MLflow refuses to resume the run.
+    Under `mlflow run` (which sets MLFLOW_RUN_ID for the command) the run it opened becomes the parent:
+    that run's experiment is kept, or MLflow refuses to resume the run.
     """
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
+    outer_run = os.environ.get("MLFLOW_RUN_ID")
+    if outer_run:
+        experiment_id = mlflow.MlflowClient().get_run(outer_run).info.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
     else:
         mlflow.set_experiment(experiment)
 
