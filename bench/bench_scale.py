@@ -44,14 +44,7 @@ from synthmix.train import train_stage
 MODELS = ("cnn", "resnet50")
 TEST_PER_CLASS = 10
 STUDY = {"classes": 90, "n": 30, "test": 30, "seeds": 3, "epochs": {"cnn": 50, "resnet50": 20}}
-PROFILED = (
-    "fit",
-    "log_run_to_mlflow",
-    "load_images",
-    "backbone_features",
-    "write_run_scores",
-    "mlflow_sweep",
-)
+PROFILED = ("_fit_all", "log_run_to_mlflow", "load_images", "write_run_scores", "write_summaries")
 
 
 def grid_per_class(n: int) -> list[tuple[int, int]]:
@@ -185,7 +178,7 @@ def main() -> None:
         )
     body = f"""Photo-like random PNG trees (64 px, resized to {args.image_size} px), {TEST_PER_CLASS} test images a class, mixes
 scaled to n a class ({", ".join(f"{r}r{s}s" for r, s in grid_per_class(max(args.n)))} for n={max(args.n)}),
-1 seed (2 at one extra point), each point a fresh folder (cold image cache, new MLflow store). The ResNet50 loads a weights file
+1 seed (2 at one extra point), train.workers at its default (one worker process a core), each point a fresh folder (cold image cache, new MLflow store). The ResNet50 loads a weights file
 (features shared across seeds, as with ImageNet's). Seconds are the whole `train_stage` call.
 
 {measured}
@@ -204,8 +197,9 @@ five mixes, 3 seeds, 50 CNN / 20 ResNet50 epochs) at {args.image_size} px on thi
 
 {markdown_table(["model", "runs", "image-epochs", "unique images", "predicted (s)", "predicted (min)"], predictions)}
 
-Where the {profiled_total:.3g} s of the {largest[0]}-class, n={largest[1]} points (both models) went (cProfile,
-cumulative, calls nest):
+Where the {profiled_total:.3g} s of the {largest[0]}-class, n={largest[1]} points (both models) went (cProfile of the
+stage's main process, cumulative; `_fit_all` is the time spent waiting for the train.workers processes that
+run `fit`, so fitting itself is inside it):
 
 {markdown_table(["function", "calls", "seconds", "share"], profile_rows(profile, profiled_total))}
 """
