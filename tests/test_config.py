@@ -15,7 +15,26 @@ def test_the_repository_params_file_is_valid_and_matches_the_study_shape():
     assert [m.name for m in params.study.mixes] == ["30r0s", "30r15s", "30r30s", "15r30s", "0r30s"]
     assert params.selected_mixes == params.study.mixes
     assert params.study.models == ("cnn", "resnet50")
-    assert params.train.cnn.lr == 0.0075 and params.train.resnet50.weight_decay == 0.001
+    assert params.train.resnet50.weight_decay == 0.001
+
+
+def test_the_repository_params_file_holds_exactly_the_code_defaults():
+    # One source of truth: a key dropped from params.yaml must not silently change a result.
+    assert load_params(REPO_PARAMS) == Params()
+
+
+def test_the_study_preset_is_valid_and_holds_the_original_study_settings():
+    study = load_params(REPO_PARAMS.parent / "presets" / "study.yaml")
+    assert study.generate.generator == "text2image" and study.generate.text2image.size == 512
+    assert study.generate.text2image.prompt_template == "natural scenery, wildlife photo, image of a {label}"
+    assert study.train.image_size == 128
+    assert (study.train.cnn.lr, study.train.cnn.weight_decay, study.train.cnn.epochs) == (0.0075, 1e-4, 50)
+    assert (study.train.resnet50.lr, study.train.resnet50.epochs, study.train.resnet50.weights) == (
+        0.001,
+        20,
+        "imagenet",
+    )
+    assert (study.data.train_per_class, study.data.test_per_class) == (30, 30)
 
 
 def test_missing_file_means_defaults(tmp_path):

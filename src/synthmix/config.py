@@ -214,7 +214,7 @@ class TuneConfig:
     heartbeat_seconds: int = (
         60  # a RUNNING trial silent for 2x this long belongs to a dead worker: marked FAIL
     )
-    lr: tuple[float, float] = (1e-4, 1e-1)  # log scale
+    lr: tuple[float, float] = (1e-4, 1e-2)  # log scale
     weight_decay: tuple[float, float] = (1e-6, 1e-2)  # log scale
     dropout: tuple[float, float] = (0.0, 0.6)
     epochs: tuple[int, int] = (5, 50)
