@@ -11,6 +11,9 @@ files) runs the study's five mixes, scaled to n images a class, on photo-like ra
   costs separate; it predicts the study's own settings (90 classes, 30 real / 30 synthetic / 30 test
   a class, 3 seeds, 50 CNN and 20 ResNet50 epochs) at the image size measured.
 
+Every point is one stage call in a fresh folder, so the machine's other load at that moment lands in it:
+run on a quiet machine, and read the fit's worst error before trusting a prediction.
+
 Run from the repository root:  .venv/bin/python bench/bench_scale.py [--classes 10 30 90] [--n 10 20]
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from scipy.optimize import nnls
 from common import (
     append_results,
     command_line,
@@ -167,7 +171,8 @@ def main() -> None:
             lines.append([model, n, args.epochs, intercept, slope, intercept + slope * STUDY["classes"]])
         mine = [p for p in points if p["model"] == model]
         design = np.array([[1.0, p["runs"], p["image_epochs"], p["unique"]] for p in mine])
-        coef, *_ = np.linalg.lstsq(design, np.array([p["seconds"] for p in mine]), rcond=None)
+        # Non-negative: no cost can be negative; a plain least-squares fit of noisy seconds predicts < 0.
+        coef, _ = nnls(design, np.array([p["seconds"] for p in mine]))
         predicted = design @ coef
         worst = max(abs(q - p["seconds"]) / p["seconds"] for q, p in zip(predicted, mine, strict=True))
         fits.append([model, *coef[:1], coef[1], coef[2] * 1e3, coef[3] * 1e3, f"{worst:.0%}"])
@@ -187,7 +192,7 @@ A line per model and images-per-class, seconds = a + b x classes, and its 90-cla
 
 {markdown_table(["model", "n a class", "epochs", "a (s)", "b (s per class)", "at 90 classes (s)"], lines)}
 
-Cost model over every point, seconds = c0 + c1 x runs + c2 x image-epochs + c3 x unique images (worst
+Cost model over every point (non-negative least squares), seconds = c0 + c1 x runs + c2 x image-epochs + c3 x unique images (worst
 relative error on the measured points in the last column):
 
 {markdown_table(["model", "c0 (s)", "c1 (s per run)", "c2 (ms per image-epoch)", "c3 (ms per unique image)", "worst fit error"], fits)}
