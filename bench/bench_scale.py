@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from scipy.optimize import nnls
 from common import (
     append_results,
     command_line,
@@ -40,6 +39,7 @@ from common import (
     set_threads,
     stopwatch,
 )
+from scipy.optimize import nnls
 
 from synthmix.config import load_params
 from synthmix.models import build_model
