@@ -77,6 +77,13 @@ def _write_tiny_images(root: Path) -> None:
             Image.fromarray(pixels, "L").save(root / label / f"{i:02d}.png")
 
 
+def _merged(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merged(base.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
 def _all_files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -90,7 +97,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("dvc.yaml", ".dvcignore", "MLproject", "python_env.yaml", ".gitignore"):
         shutil.copy(PROJECT / name, repo / name)
     shutil.copytree(PROJECT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
+    # DVC needs every parameter a stage declares in params.yaml: start from the project's file.
+    params = _merged(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY_PARAMS)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     sh("git", "config", "user.email", "test@example.com", cwd=repo)
     sh("git", "config", "user.name", "test", cwd=repo)
@@ -123,6 +132,9 @@ def test_repro_runs_the_whole_study_and_a_second_repro_is_a_noop(repo: Path):
     assert "Running stage" not in again
     shown = sh("dvc", "metrics", "show", "--json", cwd=repo).stdout
     assert "6r4s" in shown
+    plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo).stdout)
+    assert not plots.get("errors")
+    assert "plots/mixes.csv" in plots["data"] and "plots/curves/cnn-6r4s.csv" in plots["data"]
 
 
 def test_exp_run_with_one_mix_trains_only_that_mix(repo: Path):
