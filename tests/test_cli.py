@@ -11,7 +11,6 @@ import yaml
 
 from synthmix.cli import run
 
-
 SMALL_STUDY = {"mixes": ["3r0s", "3r3s"], "baseline": "3r0s"}
 
 
@@ -78,5 +77,14 @@ def test_data_import_tracks_the_set_with_dvc(in_tmp, image_tree):
 def test_help_lists_one_command_per_stage():
     result = subprocess.run([sys.executable, "-m", "synthmix", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("data", "prepare", "check-params"):
+    for command in (
+        "data",
+        "prepare",
+        "generate",
+        "tune",
+        "train",
+        "report",
+        "model-summary",
+        "check-params",
+    ):
         assert command in result.stdout

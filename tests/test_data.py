@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import write_image
 
 from synthmix.data import (
     decode_array,
@@ -21,7 +22,6 @@ from synthmix.data import (
     write_default_data,
 )
 from synthmix.errors import UserError
-from tests.conftest import write_image
 
 
 def _messy_tree(root: Path) -> dict[str, Path]:
@@ -182,7 +182,9 @@ def test_default_data_is_the_real_digits_and_deterministic(tmp_path):
     assert sorted(p.name for p in (tmp_path / "d1").iterdir()) == [str(d) for d in range(10)]
     files1 = sorted((tmp_path / "d1").rglob("*.png"))
     assert len(files1) == 1797
-    assert all(a.read_bytes() == (tmp_path / "d2" / a.relative_to(tmp_path / "d1")).read_bytes() for a in files1)
+    assert all(
+        a.read_bytes() == (tmp_path / "d2" / a.relative_to(tmp_path / "d1")).read_bytes() for a in files1
+    )
     assert np.asarray(Image.open(files1[0])).shape == (8, 8)
 
 

@@ -114,53 +114,31 @@ def prepare(params_file: Path = PARAMS_OPTION) -> None:
         console.print(f"[yellow]Left out {len(rejected)} files; see {cfg.prepared_dir}/rejected.csv.")
 
 
-@app.command("check-params")
-def check_params(params_file: Path = PARAMS_OPTION) -> None:
-    """Validate params.yaml and print the mixes that would run."""
-    params = _params(params_file)
-    mixes = ", ".join(m.name for m in params.selected_mixes)
-    console.print(
-        f"{params_file} is valid. Mixes: {mixes}; models: {', '.join(params.study.models)}; "
-        f"seeds: {', '.join(map(str, params.study.seeds))}."
-    )
+@app.command("generate")
+def generate_command(params_file: Path = PARAMS_OPTION) -> None:
+    """Make the synthetic images (generate.generator: ddpm or text2image), manifest and sample grids.
 
-
-@app.command("model-summary")
-def model_summary_command(
-    model: str = typer.Option("cnn", "--model", help="cnn or resnet50."),
-    num_classes: int = typer.Option(90, "--num-classes", help="Number of classes of the new head."),
-    image_size: int = typer.Option(128, "--image-size", help="Input side in pixels."),
-) -> None:
-    """Print a model's layers and its trainable parameter count (no network needed)."""
-    from synthmix.config import check_model
-    from synthmix.models import model_summary
-
-    check_model(model)
-    typer.echo(model_summary(model, num_classes, image_size))
-
-
-@app.command("train")
-def train_command(
-    params_file: Path = PARAMS_OPTION,
-    model: str | None = typer.Option(None, "--model", help="cnn, resnet50 or all (default: study.models)."),
-    mix: str | None = typer.Option(None, "--mix", help="One mix, e.g. 30r15s, or all (default: mix)."),
-    seed: int | None = typer.Option(None, "--seed", help="One seed (default: every seed in study.seeds)."),
-) -> None:
-    """Train, evaluate and log to MLflow every (model, mix, seed) run; finished runs are skipped."""
-    from synthmix.config import MODELS, check_model
-    from synthmix.mixes import Mix
-    from synthmix.train import train_stage
+    Resumable: a rerun keeps finished images made with the same settings. Scale out with
+    `accelerate launch -m synthmix generate`; the set equals the single-process one.
+    """
+    from synthmix.generate import generate_synthetic
 
     params = _params(params_file)
-    models = None if model in (None, "all") else (check_model(model),)
-    if model == "all":
-        models = MODELS
-    mixes = None if mix is None else params.study.mixes if mix == "all" else (Mix.parse(mix),)
-    result = train_stage(params, models, mixes, None if seed is None else (seed,))
-    console.print(
-        f"Trained {len(result.trained)} run(s), {len(result.skipped)} already finished; results in "
-        f"{params.train.runs_dir}/, summaries in metrics.json and plots/."
-    )
+    summary = generate_synthetic(params)
+    if summary.is_main_process:
+        cfg = params.generate
+        console.print(
+            f"{cfg.generator}: {summary.generated} image(s) generated, {summary.reused} kept from a previous "
+            f"run, {summary.classes} classes x {cfg.images_per_class} -> {cfg.out_dir}/ and samples/ "
+            f"in {summary.seconds:.0f}s.",
+            highlight=False,
+        )
+        if summary.retries or summary.blocked:
+            console.print(
+                f"[yellow]{summary.retries} blocked image(s) regenerated with the next seed; {summary.blocked} "
+                f"still blocked after generate.text2image.max_retries (see {summary.manifest}).",
+                highlight=False,
+            )
 
 
 @app.command("tune")
@@ -172,10 +150,15 @@ def tune_command(
         None, "--mix", help="Mix to tune, e.g. 30r30s (repeatable); default: the mixes `mix` selects."
     ),
     trials: int | None = typer.Option(
-        None, "--trials", min=1, help="Finished trials per (model, mix), over all workers; default tune.trials."
+        None,
+        "--trials",
+        min=1,
+        help="Finished trials per (model, mix), over all workers; default tune.trials.",
     ),
     storage: str | None = typer.Option(
-        None, "--storage", help="Optuna storage URL that workers share, e.g. postgresql://...; default tune.storage."
+        None,
+        "--storage",
+        help="Optuna storage URL that workers share, e.g. postgresql://...; default tune.storage.",
     ),
     if_enabled: bool = typer.Option(
         False, "--if-enabled", help="Tune only when tune.enabled is true (the dvc stage's switch)."
@@ -205,6 +188,30 @@ def tune_command(
         )
 
 
+@app.command("train")
+def train_command(
+    params_file: Path = PARAMS_OPTION,
+    model: str | None = typer.Option(None, "--model", help="cnn, resnet50 or all (default: study.models)."),
+    mix: str | None = typer.Option(None, "--mix", help="One mix, e.g. 30r15s, or all (default: mix)."),
+    seed: int | None = typer.Option(None, "--seed", help="One seed (default: every seed in study.seeds)."),
+) -> None:
+    """Train, evaluate and log to MLflow every (model, mix, seed) run; finished runs are skipped."""
+    from synthmix.config import MODELS, check_model
+    from synthmix.mixes import Mix
+    from synthmix.train import train_stage
+
+    params = _params(params_file)
+    models = None if model in (None, "all") else (check_model(model),)
+    if model == "all":
+        models = MODELS
+    mixes = None if mix is None else params.study.mixes if mix == "all" else (Mix.parse(mix),)
+    result = train_stage(params, models, mixes, None if seed is None else (seed,))
+    console.print(
+        f"Trained {len(result.trained)} run(s), {len(result.skipped)} already finished; results in "
+        f"{params.train.runs_dir}/, summaries in metrics.json and plots/."
+    )
+
+
 @app.command("report")
 def report_command(
     params_file: Path = PARAMS_OPTION,
@@ -225,31 +232,29 @@ def report_command(
     )
 
 
-@app.command("generate")
-def generate_command(params_file: Path = PARAMS_OPTION) -> None:
-    """Make the synthetic images (generate.generator: ddpm or text2image), manifest and sample grids.
+@app.command("model-summary")
+def model_summary_command(
+    model: str = typer.Option("cnn", "--model", help="cnn or resnet50."),
+    num_classes: int = typer.Option(90, "--num-classes", help="Number of classes of the new head."),
+    image_size: int = typer.Option(128, "--image-size", help="Input side in pixels."),
+) -> None:
+    """Print a model's layers and its trainable parameter count (no network needed)."""
+    from synthmix.config import check_model
+    from synthmix.models import model_summary
 
-    Resumable: a rerun keeps finished images made with the same settings. Scale out with
-    `accelerate launch -m synthmix generate`; the set equals the single-process one.
-    """
-    from synthmix.generate import generate_synthetic
+    check_model(model)
+    typer.echo(model_summary(model, num_classes, image_size))
 
+
+@app.command("check-params")
+def check_params(params_file: Path = PARAMS_OPTION) -> None:
+    """Validate params.yaml and print the mixes that would run."""
     params = _params(params_file)
-    summary = generate_synthetic(params)
-    if summary.is_main_process:
-        cfg = params.generate
-        console.print(
-            f"{cfg.generator}: {summary.generated} image(s) generated, {summary.reused} kept from a previous "
-            f"run, {summary.classes} classes x {cfg.images_per_class} -> {cfg.out_dir}/ and samples/ "
-            f"in {summary.seconds:.0f}s.",
-            highlight=False,
-        )
-        if summary.retries or summary.blocked:
-            console.print(
-                f"[yellow]{summary.retries} blocked image(s) regenerated with the next seed; {summary.blocked} "
-                f"still blocked after generate.text2image.max_retries (see {summary.manifest}).",
-                highlight=False,
-            )
+    mixes = ", ".join(m.name for m in params.selected_mixes)
+    console.print(
+        f"{params_file} is valid. Mixes: {mixes}; models: {', '.join(params.study.models)}; "
+        f"seeds: {', '.join(map(str, params.study.seeds))}."
+    )
 
 
 def run(argv: list[str] | None = None) -> int:
