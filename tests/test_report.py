@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -314,8 +313,8 @@ def test_no_runs_is_a_user_error_saying_to_train_first(in_tmp):
 
 
 @pytest.mark.slow
-def test_a_full_size_report_takes_well_under_a_minute(in_tmp):
-    """5 mixes x 2 models x 3 seeds x 300 test images, 10000 bootstrap resamples."""
+def test_a_full_size_report_has_every_figure_and_names_the_weights_in_its_title(in_tmp):
+    """5 mixes x 2 models x 3 seeds x 300 test images, 10000 bootstrap resamples (its speed: bench/)."""
     classes = tuple(str(d) for d in range(10))
     mixes = ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s")
     write_params(in_tmp, mixes=mixes, models=("cnn", "resnet50"), bootstrap_samples=10000)
@@ -325,8 +324,7 @@ def test_a_full_size_report_takes_well_under_a_minute(in_tmp):
             for seed in range(3):
                 pred = predictions(100 * m + 10 * x + seed, 0.1 + 0.05 * x, classes, per_class=30)
                 write_run(in_tmp, model, mix, seed, pred, classes=classes, per_class=30)
-    start = time.perf_counter()
     result = write_report(load_params(), log_to_mlflow=False)
-    elapsed = time.perf_counter() - start
     assert len(result.figures) == 10
-    assert elapsed < 45, f"the report took {elapsed:.1f}s"
+    title = (in_tmp / "reports" / "report.md").read_text().splitlines()[0]
+    assert "CNN from scratch" in title and "ResNet50 backbone: ImageNet" in title

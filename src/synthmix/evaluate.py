@@ -142,6 +142,7 @@ class FinishedRun:
     seed: int
     metrics: dict[str, float]
     history: list[dict[str, float]]
+    weights: str = "random"  # what the model started from: "imagenet", "random", "none" or a file
 
 
 def read_finished_run(run_dir: Path, model_key: str) -> FinishedRun:
@@ -149,7 +150,7 @@ def read_finished_run(run_dir: Path, model_key: str) -> FinishedRun:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     with open(run_dir / "history.csv", newline="") as fh:
         history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    return FinishedRun(model_key, info["mix"], int(info["seed"]), metrics, history)
+    return FinishedRun(model_key, info["mix"], int(info["seed"]), metrics, history, str(info["weights"]))
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -164,18 +165,20 @@ def write_summaries(runs: Sequence[FinishedRun], metrics_path: Path, plots_dir: 
     groups: dict[tuple[str, str], list[FinishedRun]] = defaultdict(list)
     for run in runs:
         groups[(run.model, run.mix)].append(run)
-    summary: dict[str, dict[str, dict[str, float]]] = {}
+    summary: dict[str, dict[str, dict[str, float | str]]] = {}
     mixes_rows = []
     curves_dir = plots_dir / "curves"
     wanted_curves = set()
     for (model, mix), group in groups.items():
-        entry: dict[str, float] = {}
+        entry: dict[str, float | str] = {}
         means = []
         for metric in FINAL_METRICS:
             mean, std = _mean_std([r.metrics[metric] for r in group])
             entry[f"{metric}_mean"], entry[f"{metric}_std"] = mean, std
             means.append(mean)
         entry["seeds"] = len(group)
+        # Which weights produced the numbers, beside them: random features never pass for ImageNet ones.
+        entry["weights"] = ",".join(sorted({r.weights for r in group}))
         summary.setdefault(model, {})[mix] = entry
         mixes_rows.append((model, mix, *means))
         epochs = min(len(r.history) for r in group)

@@ -775,6 +775,19 @@ def generator_lines(manifest: Path) -> list[str]:
     return lines
 
 
+def title_weights(runs: Sequence[Run]) -> str:
+    """What each model started from, for the title: random features never pass for ImageNet ones."""
+    parts = []
+    for model in dict.fromkeys(r.model for r in runs):
+        used = sorted({r.weights for r in runs if r.model == model})
+        if model == "cnn":
+            parts.append(f"{model_label(model)} from scratch")
+            continue
+        names = {"imagenet": "ImageNet", "random": "random init, not ImageNet", "none": "random init"}
+        parts.append(f"{model_label(model)} backbone: {', '.join(names.get(w, w) for w in used)}")
+    return "; ".join(parts)
+
+
 def _group_by(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:
     out: dict[Any, list[Any]] = defaultdict(list)
     for item in items:
@@ -1099,7 +1112,7 @@ def _document(
         stats.BOOTSTRAP_SEEDS_METHOD,
     )
     blocks: list[Block] = [
-        Heading(1, "synthmix report: do synthetic training images help?"),
+        Heading(1, f"synthmix report: do synthetic training images help? ({title_weights(selected)})"),
         Paragraph(
             f"{len(selected)} finished runs: models {', '.join(dict.fromkeys(model_label(c.model) for c in cells))}; "
             f"mixes {', '.join(dict.fromkeys(c.mix.name for c in cells))} (N real + M synthetic training images "
