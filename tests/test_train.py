@@ -96,6 +96,19 @@ def test_resnet50_cached_features_give_the_same_logits_as_the_full_model(tmp_pat
     torch.testing.assert_close(uncached, cold.eval_logits, atol=1e-4, rtol=1e-4)
 
 
+def test_features_precomputed_for_the_workers_are_the_ones_fit_would_compute(tmp_path):
+    from synthmix.train import precompute_backbone_features
+
+    train, test = _images(16), _images(8, seed=1)
+    own = fit("resnet50", train, test, HP, seed=1, num_classes=3, train_cfg=_cfg(tmp_path / "own"))
+    cfg = _cfg(tmp_path / "shared")
+    precompute_backbone_features([1], [test, train], 3, cfg)
+    key = feature_cache_key(resolve_resnet_weights("auto"), 1, 32)
+    assert len(list((cfg.cache_dir / "features" / key).rglob("*.npy"))) == 24
+    shared = fit("resnet50", train, test, HP, seed=1, num_classes=3, train_cfg=cfg)
+    assert torch.equal(own.eval_logits, shared.eval_logits)
+
+
 def test_only_the_resnet50_head_changes_in_training(tmp_path):
     result = fit(
         "resnet50", _images(16), _images(8, seed=1), HP, seed=0, num_classes=3, train_cfg=_cfg(tmp_path)

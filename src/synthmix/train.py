@@ -263,6 +263,27 @@ def backbone_features(
     return torch.from_numpy(np.stack([features[sha] for sha in images.keys]))
 
 
+def precompute_backbone_features(
+    seeds: Sequence[int], image_sets: Sequence[LabelledImages], num_classes: int, train_cfg: TrainConfig
+) -> None:
+    """Cache the frozen backbone's features of every image in `image_sets` for each seed's backbone.
+
+    The train stage calls this once, in the main process with every core, before handing runs out
+    to workers: otherwise each worker builds the backbone and computes the same test and real-image
+    features again. The backbone is built exactly as `fit` builds it (same seed, same draw order),
+    so `fit` then finds every feature it needs under the same cache key.
+    """
+    weights = resolve_resnet_weights(train_cfg.resnet50.weights)
+    image_size = int(image_sets[0].images.shape[-1]) if image_sets else train_cfg.image_size
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = build_model("resnet50", num_classes, image_size, dropout=0.0, weights=weights)
+        assert isinstance(model, FrozenBackboneClassifier)
+        key = feature_cache_key(weights, seed, image_size)
+        for images in image_sets:
+            backbone_features(model, images, train_cfg.cache_dir, key)
+
+
 # --- the train stage: every (model, mix, seed) run of the study, resumable -------------------------
 
 RUN_FILES = ("run.json", "history.csv", "metrics.json", "per_class.csv", "confusion.csv", "predictions.csv")
@@ -454,6 +475,14 @@ def train_stage(
                     [t.path for t in images], [index[t.label] for t in images], [t.sha256 for t in images],
                     cfg.image_size, cfg.cache_dir,
                 )  # fmt: skip
+        frozen = [s for s in todo if s.model == "resnet50"]
+        if frozen:
+            precompute_backbone_features(
+                sorted({s.seed for s in frozen}),
+                [test, *(stores[m] for m in dict.fromkeys(s.mix for s in frozen))],
+                len(classes),
+                cfg,
+            )
         with mlflow_sweep(params, models, all_mixes, seeds) as sweep_tags:
             for spec in todo:
                 run_dir = spec.run_dir(cfg.runs_dir)
@@ -482,9 +511,10 @@ def train_stage(
                     "synthetic_images": sum(t.source == "synthetic" for t in training[spec.mix]),
                     "image_size": cfg.image_size,
                 }
-                record["mlflow_run_id"] = log_run_to_mlflow(
-                    spec, record, result, scores, run_dir, training[spec.mix], params, sweep_tags
-                )
+                with _quiet_mlflow():
+                    record["mlflow_run_id"] = log_run_to_mlflow(
+                        spec, record, result, scores, run_dir, training[spec.mix], params, sweep_tags
+                    )
                 write_json(record, run_dir / "run.json")
                 (run_dir / "DONE").write_text(fingerprints[spec] + "\n")  # last: the run is complete
 
@@ -550,6 +580,25 @@ def mlflow_sweep(
     with mlflow.start_run(run_name=sweep, tags={**tags, "stage": "train", "sweep": "true"}) as parent:
         mlflow.log_params(flatten(to_dict(params.train), "train."))
         yield {**tags, "parent_run_id": parent.info.run_id}
+
+
+@contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's per-run notices that say nothing to a synthmix user (the pickle-format caution
+    for a model we wrote ourselves, the dataset-source guess, a pandas deprecation inside MLflow)."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("mlflow.pytorch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways")
+            warnings.filterwarnings("ignore", message=".*all arguments of all will be keyword-only")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def log_run_to_mlflow(
