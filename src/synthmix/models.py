@@ -7,6 +7,7 @@ to be used: the CNN divides by 255, the ResNet50 applies ImageNet's mean and std
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,9 +163,26 @@ def resolve_resnet_weights(setting: str) -> BackboneWeights:
             f"train.resnet50.weights is '{setting}', but there is no such file. Give the path of a "
             "ResNet50 state-dict file (torch.save(model.state_dict(), ...)), or use imagenet, none or auto."
         )
+    return BackboneWeights(str(path), path, f"file:{_file_sha256(*_file_identity(path))}")
+
+
+def _file_identity(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+# A study builds the same frozen backbone for every run: read and hash a weights file once per process
+# (keyed by path, size and mtime, so a replaced file is read again).
+@functools.lru_cache(maxsize=4)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     from synthmix.data import sha256_file
 
-    return BackboneWeights(str(path), path, f"file:{sha256_file(path)}")
+    return sha256_file(Path(path))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_state_dict(path: str, size: int, mtime_ns: int) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _download_imagenet(checkpoint: Path) -> None:
@@ -190,7 +208,7 @@ def _download_imagenet(checkpoint: Path) -> None:
 
 def _load_backbone_state(backbone: nn.Module, file: Path) -> None:
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = _read_state_dict(*_file_identity(file))  # load_state_dict copies: sharing it is safe
     except Exception as exc:
         raise UserError(
             f"ResNet50 weights file {file} cannot be read as a state dict ({exc}). Save it with "
