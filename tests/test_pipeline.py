@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +157,18 @@ def test_exp_run_with_one_mix_trains_only_that_mix(repo: Path):
     assert "2r2s" in shown
     sh("git", "checkout", "--", "params.yaml", "dvc.lock", cwd=repo)
     sh("dvc", "checkout", "-q", cwd=repo, check=False)
+
+
+def test_queued_experiments_run_on_two_workers(repo: Path):
+    sh("dvc", "exp", "run", "--queue", "-S", "mix=2r4s,3r0s", cwd=repo)
+    sh("dvc", "queue", "start", "-j", "2", cwd=repo)
+    deadline = time.monotonic() + 600
+    while re.search(r"\b(Queued|Running)\b", status := sh("dvc", "queue", "status", cwd=repo).stdout):
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = sh("dvc", "exp", "show", "--json", cwd=repo).stdout
+    assert "2r4s" in shown and "3r0s" in shown
 
 
 def test_push_then_pull_into_a_second_clone_restores_the_data_byte_for_byte(repo: Path, tmp_path: Path):
