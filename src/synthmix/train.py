@@ -132,21 +132,6 @@ def _as_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32)
 
 
-def _train_loop(
-    module: nn.Module,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    eval_x: torch.Tensor,
-    eval_y: torch.Tensor,
-    hp: Hyperparameters,
-    seed: int,
-    on_epoch: Callable[[EpochStats], None] | None,
-) -> tuple[list[EpochStats], torch.Tensor]:
-    """Adam + cross-entropy, shuffled minibatches from a seeded generator; eval after every epoch."""
-    with single_thread():
-        return _train_epochs(module, train_x, train_y, eval_x, eval_y, hp, seed, on_epoch)
-
-
 @contextmanager
 def single_thread() -> Iterator[None]:
     """Small models train fastest on one thread: their ops are too small to split, and splitting them
@@ -160,7 +145,7 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _train_epochs(
+def _train_loop(
     module: nn.Module,
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -170,34 +155,36 @@ def _train_epochs(
     seed: int,
     on_epoch: Callable[[EpochStats], None] | None,
 ) -> tuple[list[EpochStats], torch.Tensor]:
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=hp.lr, weight_decay=hp.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    shuffle = torch.Generator().manual_seed(seed)
-    history: list[EpochStats] = []
-    logits = torch.empty(0)
-    n = len(train_y)
-    for epoch in range(1, hp.epochs + 1):
-        module.train()
-        loss_sum, correct = 0.0, 0
-        for batch in torch.randperm(n, generator=shuffle).split(hp.batch_size):
-            x, y = train_x[batch], train_y[batch]
-            out = module(x)
-            loss = loss_fn(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            # Running train metrics over the epoch, dropout on: what the study's curves show.
-            loss_sum += float(loss.detach()) * len(batch)
-            correct += int((out.detach().argmax(1) == y).sum())
-        logits = predict_logits(module, eval_x)
-        eval_loss = float(nn.functional.cross_entropy(logits, eval_y)) if len(eval_y) else float("nan")
-        eval_acc = float((logits.argmax(1) == eval_y).float().mean()) if len(eval_y) else float("nan")
-        stats = EpochStats(epoch, loss_sum / n, correct / n, eval_loss, eval_acc)
-        history.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
-    return history, logits
+    """Adam + cross-entropy, shuffled minibatches from a seeded generator; eval after every epoch."""
+    with single_thread():
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=hp.lr, weight_decay=hp.weight_decay)
+        loss_fn = nn.CrossEntropyLoss()
+        shuffle = torch.Generator().manual_seed(seed)
+        history: list[EpochStats] = []
+        logits = torch.empty(0)
+        n = len(train_y)
+        for epoch in range(1, hp.epochs + 1):
+            module.train()
+            loss_sum, correct = 0.0, 0
+            for batch in torch.randperm(n, generator=shuffle).split(hp.batch_size):
+                x, y = train_x[batch], train_y[batch]
+                out = module(x)
+                loss = loss_fn(out, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                # Running train metrics over the epoch, dropout on: what the study's curves show.
+                loss_sum += float(loss.detach()) * len(batch)
+                correct += int((out.detach().argmax(1) == y).sum())
+            logits = predict_logits(module, eval_x)
+            eval_loss = float(nn.functional.cross_entropy(logits, eval_y)) if len(eval_y) else float("nan")
+            eval_acc = float((logits.argmax(1) == eval_y).float().mean()) if len(eval_y) else float("nan")
+            stats = EpochStats(epoch, loss_sum / n, correct / n, eval_loss, eval_acc)
+            history.append(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
+        return history, logits
 
 
 def predict_logits(module: nn.Module, inputs: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
