@@ -306,13 +306,12 @@ def tuned_hyperparameters(
     best_params_file: Path, model: str, mix: Mix, fixed: Hyperparameters
 ) -> Hyperparameters:
     """The tuned values of (model, mix) from tune's best_params.yaml; keys it lacks keep the fixed value."""
-    import yaml
+    from synthmix.tune import read_best_params  # lazy: only tuned runs need optuna imported
 
     how = f"Run `synthmix tune --model {model} --mix {mix.name}` first, or set train.use_tuned: false."
     if not best_params_file.exists():
         raise UserError(f"train.use_tuned is true, but {best_params_file} does not exist. {how}")
-    data = yaml.safe_load(best_params_file.read_text()) or {}
-    entry = (data.get(model) or {}).get(mix.name) if isinstance(data, dict) else None
+    entry = read_best_params(best_params_file).get(model, {}).get(mix.name)
     if not isinstance(entry, dict):
         raise UserError(
             f"{best_params_file} has no tuned hyperparameters for {model} on mix {mix.name}. {how}"
