@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup system-deps run test lint clean
+.PHONY: help setup system-deps run test test-fast lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,12 +29,16 @@ system-deps: ## Debian packages the tests use: headless Chromium (report) and Po
 	bash scripts/install-browser.sh
 	bash scripts/install-postgres.sh
 
-test: setup system-deps ## run the full test suite (what CI runs)
+test: setup system-deps ## run the full test suite (what CI runs; it checks the layering too)
 	HF_HUB_OFFLINE=1 SYNTHMIX_QUIET=1 $(PY) -m pytest
 
-lint: setup ## ruff
+test-fast: setup ## the inner loop: every test not marked slow (under a minute)
+	HF_HUB_OFFLINE=1 SYNTHMIX_QUIET=1 $(PY) -m pytest -m "not slow" -q
+
+lint: setup ## ruff, and the package's layering (import-linter: no cycles, stages above their pieces)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
 
 clean: ## remove the virtual environment and caches (not data or results)
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

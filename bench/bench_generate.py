@@ -2,11 +2,11 @@
 
 - ddpm: the default `generate.ddpm` settings of params.yaml (resolution, channels, DDIM steps, chunk
   size), random weights (speed does not depend on them): seconds per training step and sampled
-  images per second through `synthmix.ddpm.sample_ddpm`, the function the stage calls.
+  images per second through `synthmix.generate.ddpm.sample_ddpm`, the function the stage calls.
 - text2image (only when CUDA is available): a pipeline with SD1.5's architecture built from its
-  configs with random weights (nothing downloaded), run through `synthmix.text2image.sample_text2image`
-  at the default settings (fp32, default attention, batch 1) and optimised ones (fp16, SDPA,
-  batch generate.text2image.batch_size).
+  configs with random weights (nothing downloaded), run through
+  `synthmix.generate.text2image.sample_text2image` at the default settings (fp32, default attention,
+  batch 1) and optimised ones (fp16, SDPA, batch generate.text2image.batch_size).
 
 Run from the repository root:  .venv/bin/python bench/bench_generate.py [--threads N] [--chunks 3]
 """
@@ -22,8 +22,8 @@ import torch
 from common import append_results, best_of, command_line, describe_machine, markdown_table, set_threads
 
 from synthmix.config import DDPMConfig, Text2ImageConfig, load_params
-from synthmix.ddpm import build_unet, images_to_tensor, noise_scheduler, sample_ddpm
-from synthmix.text2image import sample_text2image
+from synthmix.generate.ddpm import build_unet, images_to_tensor, noise_scheduler, sample_ddpm
+from synthmix.generate.text2image import sample_text2image
 
 
 def bench_ddpm(cfg: DDPMConfig, num_classes: int, chunks: int) -> list[list[object]]:

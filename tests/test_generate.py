@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -16,10 +17,19 @@ import numpy as np
 import pytest
 import yaml
 
+from synthmix import tracking
 from synthmix.cli import run
-from synthmix.config import DDPMConfig, Text2ImageConfig
-from synthmix.generate import ImageKey, image_seed, plan_chunks, shard
-from synthmix.text2image import label_to_words, sample_text2image
+from synthmix.config import GENERATORS, DDPMConfig, Text2ImageConfig
+from synthmix.errors import UserError
+from synthmix.generate.manifest import (
+    SYNTHETIC_MANIFEST_FIELDS,
+    SyntheticRow,
+    read_synthetic_manifest,
+    write_synthetic_manifest,
+)
+from synthmix.generate.sources import SOURCES, ImageKey
+from synthmix.generate.stage import image_seed, plan_chunks, shard
+from synthmix.generate.text2image import label_to_words, sample_text2image
 
 TINY_DDPM = {
     "resolution": 8,
@@ -32,6 +42,21 @@ TINY_DDPM = {
     "checkpoint_every": 2,
 }
 SMALL_STUDY = {"mixes": ["3r0s", "3r1s"], "baseline": "3r0s"}
+# What `generate` wrote for TINY_DDPM, images_per_class 3 and _project's data, recorded on the code
+# before synthmix.generate became a package (x86-64 CPU, the pinned torch/diffusers/Pillow; stable
+# across runs and thread counts). sha256 of each image, of manifest.csv and of each sample grid.
+RECORDED_TINY_DDPM_SET = {
+    "synthetic/ankle_boot/0000.png": "95145d436e16e7c1d84726f2b0198a27f6dbee4e44dfcdb29d726a10df0aa064",
+    "synthetic/ankle_boot/0001.png": "ef1e607756e715371275a5e1dca76bff0cf112841930739a75c874a939e6b731",
+    "synthetic/ankle_boot/0002.png": "b2e1cdac820eccd3a3429fc8994344b232c3b19479dc5b95bb1b6768af13fee1",
+    "synthetic/b/0000.png": "589fd9ddd980bbd30a89840cf35ecdf0c771cae2286b7b5a0ccd7d191b4a0746",
+    "synthetic/b/0001.png": "eb674086fbc0b58b8167602059db68a065ed433f53b0bf4236ed3e2b7172f976",
+    "synthetic/b/0002.png": "e55b39561b591d891c3d2b5787617871844204fd1915e2456155879f707246ad",
+    "synthetic/manifest.csv": "49552c164f84694b720604e5b988d9ae7bd76044a2b1044500833d4d50551881",
+    "samples/ankle_boot.png": "a6d3982f043c7f680fc6a089562e3fc1095e201ff5303c0c5c3824727f80675e",
+    "samples/b.png": "781695292be0938f295cacf767cc77de708e6cb7492ba2cf5f0f9781cd1576de",
+    "samples/grid.png": "7a8c6779a45bd3588ad7170420f4a98a73ebd08b4036466688706aef9ab06935",
+}
 
 
 def _project(root: Path, image_tree, generate: dict, classes=("ankle_boot", "b")) -> Path:
@@ -97,6 +122,35 @@ def test_label_from_folder_name(folder, words):
     assert label_to_words(folder) == words
 
 
+def test_every_generator_the_config_accepts_has_a_source():
+    assert sorted(SOURCES) == sorted(GENERATORS)
+
+
+# --- the manifest ---------------------------------------------------------------------------------
+
+
+def test_the_synthetic_manifest_reads_back_what_was_written_sorted_by_class_then_index(tmp_path):
+    def row(label: str, index: int) -> SyntheticRow:
+        path = Path("synthetic") / label / f"{index:04d}.png"
+        return SyntheticRow(path, label, index, 10 + index, "ddpm", "m", "r", "a, b", 3, 7.5, 1, "ab" * 32)
+
+    rows = [row("b", 0), row("a", 1), row("a", 0)]
+    write_synthetic_manifest(rows, tmp_path / "synthetic" / "manifest.csv")
+    assert read_synthetic_manifest(tmp_path / "synthetic" / "manifest.csv") == [
+        row("a", 0),
+        row("a", 1),
+        row("b", 0),
+    ]
+    header = (tmp_path / "synthetic" / "manifest.csv").read_text().splitlines()[0]
+    assert header == ",".join(SYNTHETIC_MANIFEST_FIELDS)
+
+    (tmp_path / "other.csv").write_text("path,class\nx.png,a\n")
+    with pytest.raises(UserError, match="not a synthmix synthetic manifest"):
+        read_synthetic_manifest(tmp_path / "other.csv")
+    with pytest.raises(UserError, match="synthmix generate"):
+        read_synthetic_manifest(tmp_path / "missing.csv")
+
+
 # --- the DDPM -------------------------------------------------------------------------------------
 
 
@@ -122,6 +176,9 @@ def test_ddpm_fills_synthetic_and_a_rerun_keeps_it(in_tmp, image_tree):
         [client.get_experiment_by_name("synthmix").experiment_id], order_by=["attributes.start_time DESC"]
     )[0]
     assert latest.info.run_name == "generate"
+    assert latest.data.tags[tracking.STAGE] == "generate" and tracking.DATA_MD5 in latest.data.tags
+    assert latest.data.params["generate.images_per_class"] == "3"
+    assert latest.data.params["generate.ddpm.sample_steps"] == "3"
     assert [m.step for m in client.get_metric_history(latest.info.run_id, "ddpm_loss")] == [4]
     assert "samples/grid.png" in {a.path for a in client.list_artifacts(latest.info.run_id, "samples")}
     # the model is a real diffusers checkpoint, loadable through from_pretrained
@@ -136,6 +193,26 @@ def test_ddpm_fills_synthetic_and_a_rerun_keeps_it(in_tmp, image_tree):
     assert run(["generate"]) == 0
     assert _hashes(in_tmp / "synthetic") == before
     assert (in_tmp / "synthetic" / "b" / "0002.png").stat().st_mtime_ns == stamp  # kept, not redone
+
+
+def test_ddpm_set_is_byte_identical_to_the_recorded_one(in_tmp, image_tree):
+    """Same params, same bytes: images, manifest and sample grids as the pre-package code made them."""
+    from accelerate import PartialState
+
+    if PartialState().device.type != "cpu":
+        pytest.skip("RECORDED_TINY_DDPM_SET was sampled on the CPU; here the DDPM samples on another device")
+    _project(in_tmp, image_tree, {"images_per_class": 3, "ddpm": TINY_DDPM})
+    assert run(["generate"]) == 0
+    written = {
+        p.relative_to(in_tmp).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in ("synthetic", "samples")
+        for p in sorted((in_tmp / folder).rglob("*"))
+        if p.is_file()
+    }
+    assert _hashes(in_tmp / "synthetic") == {
+        k: v for k, v in RECORDED_TINY_DDPM_SET.items() if k.endswith(".png") and k.startswith("synthetic/")
+    }, "the DDPM's images changed (a pin of torch/diffusers/Pillow, or the code: check which)"
+    assert written == RECORDED_TINY_DDPM_SET
 
 
 def test_changed_sampling_setting_regenerates_and_fewer_images_leave_no_strays(in_tmp, image_tree):
@@ -154,7 +231,7 @@ def test_changed_sampling_setting_regenerates_and_fewer_images_leave_no_strays(i
 
 
 def test_interrupted_ddpm_training_resumes_from_its_last_checkpoint(tmp_path):
-    from synthmix.ddpm import train_ddpm
+    from synthmix.generate.ddpm import train_ddpm
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)

@@ -6,14 +6,22 @@ import pytest
 import torch
 
 from synthmix.cli import run
+from synthmix.config import MODEL_NAMES, TrainConfig
 from synthmix.errors import UserError
+from synthmix.files import sha256_file
 from synthmix.models import (
+    MODELS,
     BackboneWeights,
-    build_model,
     imagenet_checkpoint_path,
     resolve_resnet_weights,
     trainable_parameters,
 )
+
+RANDOM = BackboneWeights("none", None, "random-init")
+
+
+def build_model(name: str, num_classes: int, size: int, dropout: float, weights: BackboneWeights = RANDOM):
+    return MODELS[name].build(num_classes, size, dropout, TrainConfig().model_section(name), weights, 0)
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +33,19 @@ def _empty_torch_home(tmp_path, monkeypatch):
 
 def test_cnn_has_the_studys_117034_parameters_at_128px_90_classes():
     assert trainable_parameters(build_model("cnn", 90, 128, dropout=0.5)) == 117_034
+    assert MODELS["cnn"].trainable_parameters(90, 128) == 117_034
+
+
+def test_every_registered_model_has_a_params_section_and_builds_a_classifier():
+    # Adding a backbone is one registry entry plus its train.<name> section: the two lists agree.
+    assert tuple(MODELS) == MODEL_NAMES
+    for name, entry in MODELS.items():
+        assert entry.name == name and entry.label and entry.preprocessing
+        model = build_model(name, 4, 32, dropout=0.0).eval()
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+        assert entry.trained_from_scratch == (
+            trainable_parameters(model) == sum(p.numel() for p in model.parameters())
+        )
 
 
 def test_cnn_flatten_size_follows_the_input_size():
@@ -35,7 +56,7 @@ def test_cnn_flatten_size_follows_the_input_size():
 
 def test_resnet50_trains_only_its_new_head_184410_parameters():
     model = build_model("resnet50", 90, 64, dropout=0.0)
-    assert trainable_parameters(model) == 184_410
+    assert trainable_parameters(model) == 184_410 == MODELS["resnet50"].trainable_parameters(90, 64)
     assert all(not p.requires_grad for p in model.backbone.parameters())
     model.train()
     assert not model.backbone.training  # frozen batch-norm statistics: features stay cacheable
@@ -85,9 +106,12 @@ def test_state_dict_file_loads_into_the_backbone(tmp_path):
     torch.save(full, path)
     weights = resolve_resnet_weights(str(path))
     assert weights.used == str(path) and weights.identity.startswith("file:")
-    torch.manual_seed(2)
     loaded = build_model("resnet50", 7, 32, dropout=0.0, weights=weights)
     assert torch.equal(loaded.backbone.conv1.weight, source.backbone.conv1.weight)
+    assert (
+        loaded.backbone.conv1.weight.device.type == "cpu"
+    )  # loaded onto the meta-built trunk, not left meta
+    assert weights.sha256 == sha256_file(path)
 
 
 def test_state_dict_file_that_is_missing_or_not_resnet50_is_a_user_error(tmp_path):

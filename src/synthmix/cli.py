@@ -121,7 +121,7 @@ def generate_command(params_file: Path = PARAMS_OPTION) -> None:
     Resumable: a rerun keeps finished images made with the same settings. Scale out with
     `accelerate launch -m synthmix generate`; the set equals the single-process one.
     """
-    from synthmix.generate import generate_synthetic
+    from synthmix.generate.stage import generate_synthetic
 
     params = _params(params_file)
     summary = generate_synthetic(params)
@@ -170,7 +170,8 @@ def tune_command(
     Run the same command in several processes (or machines, with a shared --storage) to split the
     trials between them; rerun it to continue an interrupted study.
     """
-    from synthmix.tune import ensure_best_params_file, run_tuning
+    from synthmix.hparams import ensure_best_params_file
+    from synthmix.tune import run_tuning
 
     params = _params(params_file)
     if if_enabled and not params.tune.enabled:
@@ -196,14 +197,14 @@ def train_command(
     seed: int | None = typer.Option(None, "--seed", help="One seed (default: every seed in study.seeds)."),
 ) -> None:
     """Train, evaluate and log to MLflow every (model, mix, seed) run; finished runs are skipped."""
-    from synthmix.config import MODELS, check_model
+    from synthmix.config import MODEL_NAMES, check_model
     from synthmix.mixes import Mix
     from synthmix.train import train_stage
 
     params = _params(params_file)
     models = None if model in (None, "all") else (check_model(model),)
     if model == "all":
-        models = MODELS
+        models = MODEL_NAMES
     mixes = None if mix is None else params.study.mixes if mix == "all" else (Mix.parse(mix),)
     result = train_stage(params, models, mixes, None if seed is None else (seed,))
     console.print(
@@ -239,10 +240,8 @@ def model_summary_command(
     image_size: int = typer.Option(128, "--image-size", help="Input side in pixels."),
 ) -> None:
     """Print a model's layers and its trainable parameter count (no network needed)."""
-    from synthmix.config import check_model
     from synthmix.models import model_summary
 
-    check_model(model)
     typer.echo(model_summary(model, num_classes, image_size))
 
 

@@ -1,287 +1,302 @@
 """params.yaml -> typed, validated config objects, once, at the edge.
 
-One frozen dataclass per params.yaml group. `load_params` reads the file, rejects unknown keys and
-wrong types with a message naming the dotted key, and checks that every selected mix is feasible, so
-bad parameters fail before any work starts. Code below the CLI takes these objects, never dicts.
+One frozen pydantic model per params.yaml group. Its field defaults are the only defaults (params.yaml
+lists every key for DVC; a test keeps the two equal). `load_params` turns the first problem (unknown key,
+wrong type, bad value, infeasible mix) into a UserError naming the file and the dotted key.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import json
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from synthmix.errors import UserError
 from synthmix.mixes import Mix
 
-MODELS = ("cnn", "resnet50")
 GENERATORS = ("ddpm", "text2image")
 RESNET_WEIGHTS_KEYWORDS = ("imagenet", "none", "auto")
 
+# --- value types: strict (a bool is not an int, text is not a number), with YAML's few quirks ------
 
-@dataclass(frozen=True)
-class DataConfig:
-    dir: Path = Path("data")  # the real set: one folder per class, tracked by data.dvc
-    prepared_dir: Path = Path("prepared")  # split manifests and the validation report
-    train_per_class: int = 30
-    test_per_class: int = 30
+_YAML_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml_float(value: Any) -> Any:
+    """PyYAML (YAML 1.1) reads 1e-4 as the string '1e-4'; take it as the number it means."""
+    if isinstance(value, str) and _YAML_EXPONENT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def _path(value: Any) -> Any:
+    return Path(value) if isinstance(value, str) and value.strip() else value
+
+
+def _mix(value: Any) -> Mix:
+    if isinstance(value, Mix):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("write one mix as <N>r<M>s, N real and M synthetic images per class, e.g. 30r15s.")
+    try:
+        return Mix.parse(value)
+    except UserError as exc:  # pydantic names the key of a ValueError; other exceptions escape it
+        raise ValueError(str(exc)) from None
+
+
+def _all_or_one_mix(value: str) -> str:
+    if value != "all":
+        _mix(value)
+    return value
+
+
+def _require(ok: Callable[[Any], bool], reason: str) -> AfterValidator:
+    """A check with the reason a user reads when it fails (after the file and the key)."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(reason)
+        return value
+
+    return AfterValidator(check)
+
+
+Float = Annotated[float, BeforeValidator(_yaml_float)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+Fraction = Annotated[Float, Field(ge=0, lt=1)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Count = Annotated[int, Field(ge=0)]
+FilePath = Annotated[Path, BeforeValidator(_path)]
+MixValue = Annotated[Mix, PlainValidator(_mix), PlainSerializer(str, return_type=str, when_used="json")]
+AsList = Strict(False)  # strict mode takes only a tuple for a tuple field; this lets a YAML list fill it
+LowHigh = _require(lambda r: r[0] <= r[1], "write the range as low, high (the smaller bound first).")
+
+
+class Section(BaseModel):
+    """A params.yaml group: immutable, hashable, picklable; unknown keys and loose types rejected."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, allow_inf_nan=False, validate_default=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_defaults(cls, data: Any) -> Any:
+        return {} if data is None else data  # `train:` with nothing under it means all defaults
+
+    def validate(self) -> None:  # type: ignore[override]
+        """Nothing to do: a config object is validated when it is built. Kept for older callers."""
+
+
+# --- the groups -----------------------------------------------------------------------------------
+
+
+class DataConfig(Section):
+    dir: FilePath = Path("data")  # the real set: one folder per class, tracked by data.dvc
+    prepared_dir: FilePath = Path("prepared")  # split manifests and the validation report
+    train_per_class: PositiveInt = 30
+    test_per_class: PositiveInt = 30
     seed: int = 0
     drop_small_classes: bool = False  # True: drop a class with too few images (warned), else fail
 
-    def validate(self) -> None:
-        _positive("data.train_per_class", self.train_per_class)
-        _positive("data.test_per_class", self.test_per_class)
+
+class DDPMConfig(Section):
+    resolution: Annotated[
+        PositiveInt,
+        _require(lambda v: v % 4 == 0, "the UNet halves it twice, so use a multiple of 4 (e.g. 16)."),
+    ] = 16
+    base_channels: PositiveInt = 32
+    train_steps: PositiveInt = 1000  # ~1.5 min on 2 CPU cores at the defaults; digit-like samples
+    batch_size: PositiveInt = 32
+    learning_rate: PositiveFloat = 1e-3
+    num_train_timesteps: PositiveInt = 1000
+    sample_steps: PositiveInt = 25  # DDIM steps
+    sample_batch_size: PositiveInt = 30  # the fixed chunk of indices sampled together (one class's 30)
+    checkpoint_every: PositiveInt = 200
+    checkpoint_dir: FilePath = Path("models/ddpm")
 
 
-@dataclass(frozen=True)
-class DDPMConfig:
-    resolution: int = 16
-    base_channels: int = 32
-    train_steps: int = 1000  # ~1.5 min on 2 CPU cores at the defaults; digit-like samples
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    num_train_timesteps: int = 1000
-    sample_steps: int = 25  # DDIM steps
-    sample_batch_size: int = 30  # the fixed chunk of indices sampled together (one class's 30 images)
-    checkpoint_every: int = 200
-    checkpoint_dir: Path = Path("models/ddpm")
-
-    def validate(self) -> None:
-        for key in (
-            "resolution",
-            "base_channels",
-            "train_steps",
-            "batch_size",
-            "num_train_timesteps",
-            "sample_steps",
-            "sample_batch_size",
-            "checkpoint_every",
-        ):
-            _positive(f"generate.ddpm.{key}", getattr(self, key))
-        if self.resolution % 4:
-            raise UserError(
-                f"generate.ddpm.resolution is {self.resolution}; the UNet halves it twice, so use a "
-                "multiple of 4 (e.g. 16 or 32)."
-            )
-        _positive("generate.ddpm.learning_rate", self.learning_rate)
+_NO_LABEL = (
+    "it has no {label} placeholder, so every class would get the same prompt. Put {label} where the "
+    "class name goes, e.g. 'natural scenery, wildlife photo, image of a {label}'."
+)
 
 
-@dataclass(frozen=True)
-class Text2ImageConfig:
+class Text2ImageConfig(Section):
     model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id or local directory
     revision: str | None = None
-    prompt_template: str = "natural scenery, wildlife photo, image of a {label}"
-    negative_prompt: str = ""
-    guidance_scale: float = 7.5
-    steps: int = 30
-    size: int = 512
-    batch_size: int = 4
-    mode: str = "text"  # "text": text-to-image; "image": image-to-image from each real training image
-    strength: float = 0.6  # image mode only: how far from the real image (SDEdit)
-    safety_checker: bool = True
-    max_retries: int = 3  # regenerate a blocked (all-black) image with the next seed this often
-
-    def validate(self) -> None:
-        if "{label}" not in self.prompt_template:
-            raise UserError(
-                f"generate.text2image.prompt_template '{self.prompt_template}' has no {{label}} "
-                "placeholder, so every class would get the same prompt. Put {label} where the class "
-                "name goes, e.g. 'natural scenery, wildlife photo, image of a {label}'."
-            )
-        if self.mode not in ("text", "image"):
-            raise UserError(
-                f"generate.text2image.mode is '{self.mode}'; use 'text' (text-to-image) or 'image' "
-                "(image-to-image from the real training images)."
-            )
-        if not 0.0 < self.strength <= 1.0:
-            raise UserError(f"generate.text2image.strength is {self.strength}; use a value in (0, 1].")
-        for key in ("steps", "size", "batch_size"):
-            _positive(f"generate.text2image.{key}", getattr(self, key))
-
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    generator: str = "ddpm"
-    images_per_class: int = 30
-    seed: int = 0
-    out_dir: Path = Path("synthetic")
-    ddpm: DDPMConfig = field(default_factory=DDPMConfig)
-    text2image: Text2ImageConfig = field(default_factory=Text2ImageConfig)
-
-    def validate(self) -> None:
-        if self.generator not in GENERATORS:
-            raise UserError(
-                f"generate.generator is '{self.generator}', which synthmix does not know. Use one of: "
-                f"{', '.join(GENERATORS)}."
-            )
-        _positive("generate.images_per_class", self.images_per_class)
-        self.ddpm.validate()
-        self.text2image.validate()
-
-
-@dataclass(frozen=True)
-class CNNConfig:
-    lr: float = 0.001  # study: 0.0075 (128 px); at 32 px on the digits 0.0075 never leaves chance
-    weight_decay: float = 1e-4
-    epochs: int = 50
-    conv_dropout: float = 0.1
-    fc_dropout: float = 0.5
-
-    def validate(self) -> None:
-        _positive("train.cnn.lr", self.lr)
-        _positive("train.cnn.epochs", self.epochs)
-        _fraction("train.cnn.conv_dropout", self.conv_dropout)
-        _fraction("train.cnn.fc_dropout", self.fc_dropout)
-
-
-@dataclass(frozen=True)
-class ResNetConfig:
-    lr: float = 0.001
-    weight_decay: float = 0.001
-    epochs: int = 20
-    weights: str = "auto"  # imagenet | none | auto | path to a state-dict file
-
-    def validate(self) -> None:
-        _positive("train.resnet50.lr", self.lr)
-        _positive("train.resnet50.epochs", self.epochs)
-        if self.weights not in RESNET_WEIGHTS_KEYWORDS and not Path(self.weights).suffix:
-            raise UserError(
-                f"train.resnet50.weights is '{self.weights}'. Use imagenet, none, auto, or the path of a "
-                "state-dict file (e.g. weights/resnet50.pth)."
-            )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    image_size: int = 32
-    batch_size: int = 32
-    use_tuned: bool = False  # True: take per-(model, mix) hyperparameters from tune.best_params_file
-    workers: int = 0  # runs trained side by side, one process and one thread each; 0 = one per CPU core
-    runs_dir: Path = Path("runs")  # per-(model, mix, seed) results, kept between runs
-    cache_dir: Path = Path(".cache/synthmix")  # decoded-image and feature caches
-    cnn: CNNConfig = field(default_factory=CNNConfig)
-    resnet50: ResNetConfig = field(default_factory=ResNetConfig)
-
-    def validate(self) -> None:
-        if self.image_size < 32:
-            raise UserError(
-                f"train.image_size is {self.image_size}; the CNN halves it five times, so use at least 32."
-            )
-        _positive("train.batch_size", self.batch_size)
-        if self.workers < 0:
-            raise UserError(f"train.workers is {self.workers}; use 0 (one per CPU core) or a positive count.")
-        self.cnn.validate()
-        self.resnet50.validate()
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    mixes: tuple[Mix, ...] = tuple(Mix.parse(m) for m in ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s"))
-    models: tuple[str, ...] = MODELS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    baseline: Mix = Mix(30, 0)
-
-    def validate(self) -> None:
-        for model in self.models:
-            check_model(model, key="study.models")
-        if not self.seeds:
-            raise UserError("study.seeds is empty; list at least one seed, e.g. [0, 1, 2].")
-        if not self.mixes:
-            raise UserError("study.mixes is empty; list at least one mix, e.g. [30r0s, 30r30s].")
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    enabled: bool = False  # the dvc `tune` stage tunes only when true (it is off in a plain `dvc repro`)
-    trials: int = 20  # finished (complete + pruned) trials per (model, mix), summed over all workers
-    storage: str = (
-        "sqlite:///optuna.db"  # any SQLAlchemy URL; a shared PostgreSQL one lets many machines help
+    prompt_template: Annotated[str, _require(lambda v: "{label}" in v, _NO_LABEL)] = (
+        "natural scenery, wildlife photo, image of a {label}"
     )
+    negative_prompt: str = ""
+    guidance_scale: Float = 7.5
+    steps: PositiveInt = 30
+    size: PositiveInt = 512
+    batch_size: PositiveInt = 4
+    mode: Literal["text", "image"] = "text"  # text-to-image, or image-to-image from each real image
+    strength: Annotated[Float, Field(gt=0, le=1)] = 0.6  # image mode only: how far from the real image
+    safety_checker: bool = True
+    max_retries: Count = 3  # regenerate a blocked (all-black) image with the next seed this often
+
+
+class GenerateConfig(Section):
+    generator: Annotated[
+        str,
+        _require(
+            lambda v: v in GENERATORS, f"synthmix does not know it. Use one of: {', '.join(GENERATORS)}."
+        ),
+    ] = "ddpm"
+    images_per_class: PositiveInt = 30
+    seed: int = 0
+    out_dir: FilePath = Path("synthetic")
+    ddpm: DDPMConfig = DDPMConfig()
+    text2image: Text2ImageConfig = Text2ImageConfig()
+
+
+class ModelSection(Section):
+    """What every train.<model> section holds. A new backbone is a subclass and a TrainConfig field."""
+
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    epochs: PositiveInt
+
+    @property
+    def dropout(self) -> float:
+        """The dropout before the classifier head: the one the head uses and the search replaces."""
+        raise NotImplementedError
+
+
+class CNNConfig(ModelSection):
+    lr: PositiveFloat = 0.001  # study: 0.0075 (128 px); at 32 px on the digits 0.0075 never leaves chance
+    weight_decay: NonNegativeFloat = 1e-4
+    epochs: PositiveInt = 50
+    conv_dropout: Fraction = 0.1
+    fc_dropout: Fraction = 0.5
+
+    @property
+    def dropout(self) -> float:
+        return self.fc_dropout
+
+
+_WEIGHTS_SOURCES = "use imagenet, none, auto, or the path of a state-dict file (e.g. weights/resnet50.pth)."
+
+
+def _weights_source(value: str) -> bool:
+    return value in RESNET_WEIGHTS_KEYWORDS or bool(Path(value).suffix)
+
+
+class ResNetConfig(ModelSection):
+    lr: PositiveFloat = 0.001
+    weight_decay: NonNegativeFloat = 0.001
+    epochs: PositiveInt = 20
+    weights: Annotated[str, _require(_weights_source, _WEIGHTS_SOURCES)] = "auto"
+    head_dropout: Fraction = 0.0  # dropout before the new classification head (the study used none)
+
+    @property
+    def dropout(self) -> float:
+        return self.head_dropout
+
+
+class TrainConfig(Section):
+    image_size: Annotated[
+        int, _require(lambda v: v >= 32, "the CNN halves it five times, so use at least 32.")
+    ] = 32
+    batch_size: PositiveInt = 32
+    use_tuned: bool = False  # True: take per-(model, mix) hyperparameters from tune.best_params_file
+    workers: Count = 0  # runs trained side by side, one process and one thread each; 0 = one per CPU core
+    runs_dir: FilePath = Path("runs")  # per-(model, mix, seed) results, kept between runs
+    cache_dir: FilePath = Path(".cache/synthmix")  # decoded-image and feature caches
+    # one ModelSection per model synthmix trains; the field name is the model's name (MODEL_NAMES)
+    cnn: CNNConfig = CNNConfig()
+    resnet50: ResNetConfig = ResNetConfig()
+
+    def model_section(self, name: str) -> ModelSection:
+        """The train.<name> section, e.g. `model_section("cnn")` is `self.cnn`."""
+        return getattr(self, check_model(name))
+
+
+MODEL_NAMES: tuple[str, ...] = tuple(
+    name
+    for name, info in TrainConfig.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, ModelSection)
+)
+
+
+ModelName = Annotated[
+    str, _require(lambda v: v in MODEL_NAMES, f"Unknown model. synthmix trains: {', '.join(MODEL_NAMES)}.")
+]
+
+
+class StudyConfig(Section):
+    mixes: Annotated[tuple[MixValue, ...], AsList, Field(min_length=1)] = tuple(
+        Mix.parse(m) for m in ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s")
+    )
+    models: Annotated[tuple[ModelName, ...], AsList, Field(min_length=1)] = MODEL_NAMES
+    seeds: Annotated[tuple[int, ...], AsList, Field(min_length=1)] = (0, 1, 2)
+    baseline: MixValue = Mix(30, 0)
+
+
+class TuneConfig(Section):
+    enabled: bool = False  # the dvc `tune` stage tunes only when true (it is off in a plain `dvc repro`)
+    trials: PositiveInt = 20  # finished (complete + pruned) trials per (model, mix), summed over workers
+    storage: str = "sqlite:///optuna.db"  # any SQLAlchemy URL; a shared PostgreSQL one lets machines help
     sampler_seed: int = 0
     seed: int = 0  # seeds the validation split and every trial's training
-    validation_fraction: float = (
-        0.2  # carved per class (and per real/synthetic source) from the mix's training set
-    )
-    best_params_file: Path = Path("tuned/best_params.yaml")
-    pruning_startup_trials: int = 5  # trials that always run to the end before the median pruner may stop one
-    pruning_warmup_epochs: int = 3  # epochs every trial runs before it may be pruned
-    heartbeat_seconds: int = (
-        60  # a RUNNING trial silent for 2x this long belongs to a dead worker: marked FAIL
-    )
-    lr: tuple[float, float] = (1e-4, 1e-2)  # log scale
-    weight_decay: tuple[float, float] = (1e-6, 1e-2)  # log scale
-    dropout: tuple[float, float] = (0.0, 0.6)
-    epochs: tuple[int, int] = (5, 50)
-    batch_size: tuple[int, ...] = (16, 32, 64)  # choices
-
-    def validate(self) -> None:
-        _positive("tune.trials", self.trials)
-        _positive("tune.heartbeat_seconds", self.heartbeat_seconds)
-        if self.pruning_startup_trials < 0 or self.pruning_warmup_epochs < 0:
-            raise UserError(
-                "tune.pruning_startup_trials and tune.pruning_warmup_epochs must be 0 or more; fix them in "
-                "params.yaml."
-            )
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise UserError(
-                f"tune.validation_fraction is {self.validation_fraction}; use a fraction in (0, 1), e.g. 0.2."
-            )
-        for key in ("lr", "weight_decay", "dropout", "epochs"):
-            low, high = getattr(self, key)
-            if low > high:
-                raise UserError(f"tune.{key} is [{low}, {high}]; write the range as [low, high].")
-        for key in ("lr", "weight_decay"):  # searched on a log scale, so 0 cannot be a bound
-            _positive(f"tune.{key}[0]", getattr(self, key)[0])
-        _positive("tune.epochs[0]", self.epochs[0])
-        if not (self.dropout[0] >= 0.0 and self.dropout[1] < 1.0):
-            raise UserError(f"tune.dropout is {list(self.dropout)}; both bounds must be in [0, 1).")
-        if not self.batch_size or any(b <= 0 for b in self.batch_size):
-            raise UserError(
-                f"tune.batch_size is {list(self.batch_size)}; list one or more positive batch sizes, e.g. "
-                "[16, 32, 64]."
-            )
+    # carved per class (and per real/synthetic source) from the mix's training set
+    validation_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.2
+    best_params_file: FilePath = Path("tuned/best_params.yaml")
+    pruning_startup_trials: Count = 5  # trials that always finish before the median pruner may stop one
+    pruning_warmup_epochs: Count = 3  # epochs every trial runs before it may be pruned
+    heartbeat_seconds: PositiveInt = 60  # a RUNNING trial silent for 2x this long belongs to a dead worker
+    lr: Annotated[tuple[PositiveFloat, PositiveFloat], AsList, LowHigh] = (1e-4, 1e-2)  # log scale
+    weight_decay: Annotated[tuple[PositiveFloat, PositiveFloat], AsList, LowHigh] = (1e-6, 1e-2)  # log scale
+    dropout: Annotated[tuple[Fraction, Fraction], AsList, LowHigh] = (0.0, 0.6)
+    epochs: Annotated[tuple[PositiveInt, PositiveInt], AsList, LowHigh] = (5, 50)
+    batch_size: Annotated[tuple[PositiveInt, ...], AsList, Field(min_length=1)] = (16, 32, 64)  # choices
 
 
-@dataclass(frozen=True)
-class ReportConfig:
-    out_dir: Path = Path("reports")
-    confidence: float = 0.95  # of every interval; 1 - confidence is the significance level
-    bootstrap_samples: int = 10000
+class ReportConfig(Section):
+    out_dir: FilePath = Path("reports")
+    # of every interval; 1 - confidence is the significance level
+    confidence: Annotated[
+        Float, _require(lambda v: 0.5 <= v < 1, "use a level in [0.5, 1), e.g. 0.95 for 95% intervals.")
+    ] = 0.95
+    bootstrap_samples: Annotated[
+        int,
+        _require(lambda v: v >= 100, "a percentile interval needs 100 or more resamples (10000 is stable)."),
+    ] = 10000
     seed: int = 0  # of the bootstrap's resampling
-    sample_images: int = 4  # real and synthetic images per class in the sample figures
-    highlight_classes: int = 3  # most improved and most degraded classes shown in the sample figures
-
-    def validate(self) -> None:
-        if not 0.5 <= self.confidence < 1.0:
-            raise UserError(
-                f"report.confidence is {self.confidence}; use a level in [0.5, 1), e.g. 0.95 for 95% intervals."
-            )
-        if self.bootstrap_samples < 100:
-            raise UserError(
-                f"report.bootstrap_samples is {self.bootstrap_samples}; a percentile interval needs at least "
-                "100 resamples (10000 gives stable p-values). Raise it in params.yaml."
-            )
-        _positive("report.sample_images", self.sample_images)
-        _positive("report.highlight_classes", self.highlight_classes)
+    sample_images: PositiveInt = 4  # real and synthetic images per class in the sample figures
+    highlight_classes: PositiveInt = 3  # most improved and most degraded classes in the sample figures
 
 
-@dataclass(frozen=True)
-class Params:
+class Params(Section):
     """Everything in params.yaml. `mix` selects what runs: 'all' (every study mix) or one mix."""
 
-    mix: str = "all"
-    data: DataConfig = field(default_factory=DataConfig)
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
-    study: StudyConfig = field(default_factory=StudyConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
+    mix: Annotated[str, AfterValidator(_all_or_one_mix)] = "all"
+    data: DataConfig = DataConfig()
+    generate: GenerateConfig = GenerateConfig()
+    study: StudyConfig = StudyConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    report: ReportConfig = ReportConfig()
 
     @property
     def selected_mixes(self) -> tuple[Mix, ...]:
@@ -289,20 +304,20 @@ class Params:
             return self.study.mixes
         return (Mix.parse(self.mix),)
 
-    def validate(self) -> None:
-        self.data.validate()
-        self.generate.validate()
-        self.study.validate()
-        self.train.validate()
-        self.tune.validate()
-        self.report.validate()
-        for mix in (*self.selected_mixes, *self.study.mixes):
-            mix.check_feasible(self.data.train_per_class, self.generate.images_per_class)
+    @model_validator(mode="after")
+    def _mixes_are_feasible(self) -> Params:
+        selected = [] if self.mix == "all" else [("mix", Mix.parse(self.mix))]
+        for key, mix in [*selected, *((f"study.mixes[{i}]", m) for i, m in enumerate(self.study.mixes))]:
+            try:
+                mix.check_feasible(self.data.train_per_class, self.generate.images_per_class)
+            except UserError as exc:
+                raise ValueError(f"{key} is '{mix}': {exc}") from None
+        return self
 
 
 def check_model(model: str, key: str = "--model") -> str:
-    if model not in MODELS:
-        raise UserError(f"Unknown model '{model}' ({key}). synthmix trains: {', '.join(MODELS)}.")
+    if model not in MODEL_NAMES:
+        raise UserError(f"Unknown model '{model}' ({key}). synthmix trains: {', '.join(MODEL_NAMES)}.")
     return model
 
 
@@ -315,22 +330,23 @@ def load_params(path: Path | str = "params.yaml") -> Params:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise UserError(f"{path} is not valid YAML: {exc}. Fix the file's syntax.") from exc
-    params = params_from_dict(raw, source=str(path))
-    params.validate()
-    return params
+    return params_from_dict(raw, source=str(path))
 
 
 def params_from_dict(raw: Any, source: str = "params.yaml") -> Params:
-    return _build(Params, raw, prefix="", source=source)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_explain(exc, source)) from None
 
 
 def to_dict(obj: Any) -> Any:
     """A config object as plain YAML/JSON-able values (Paths and Mixes as strings)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, Mix):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
     if isinstance(obj, (Path, Mix)):
         return str(obj)
-    if isinstance(obj, tuple):
+    if isinstance(obj, (tuple, list)):
         return [to_dict(v) for v in obj]
     return obj
 
@@ -347,83 +363,64 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# --- the generic, typed builder -------------------------------------------------------------------
+# --- pydantic's ValidationError -> one paragraph naming the file and the dotted key ---------------
+
+_EXPECTED = {  # error type -> what the value must be (format fields come from the error's ctx)
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "string_type": "a single text value (quote it if YAML reads it as a number or a list)",
+    "tuple_type": "a list",
+    "model_type": "a mapping of keys",
+    "is_instance_of": "a path",  # the only is-instance check here is FilePath's
+    "greater_than": "greater than {gt}",
+    "greater_than_equal": "{ge} or more",
+    "less_than": "less than {lt}",
+    "less_than_equal": "{le} or less",
+    "too_short": "a list of at least {min_length} values",
+    "too_long": "a list of at most {max_length} values",
+    "literal_error": "{expected}",
+}
 
 
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
-    where = prefix.rstrip(".") or "the top level"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"In {source}, {where} must be a mapping of keys, not {raw!r}.")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise UserError(
-            f"In {source}, unknown key '{prefix}{unknown[0]}'. Known keys at {where}: "
-            f"{', '.join(sorted(known))}. Check the spelling."
-        )
-    values = {name: _coerce(hints[name], raw[name], f"{prefix}{name}", source) for name in raw}
-    return cls(**values)
+def _explain(exc: ValidationError, source: str) -> str:
+    error = exc.errors(include_url=False)[0]
+    loc, kind, value, ctx = error["loc"], error["type"], error.get("input"), error.get("ctx", {})
+    if kind == "missing" and loc and isinstance(loc[-1], int):  # a fixed-length list with too few values
+        loc, kind, ctx = loc[:-1], "too_short", {"min_length": loc[-1] + 1}
+    key = _dotted(loc)
+    if kind == "extra_forbidden":
+        where = _dotted(loc[:-1]) or "the top level"
+        known = ", ".join(sorted(_section_at(loc[:-1]).model_fields))
+        return f"In {source}, unknown key '{key}'. Known keys at {where}: {known}. Check the spelling."
+    if kind == "value_error":
+        reason = str(ctx["error"])
+        return f"In {source}, {key} is {_show(value)}: {reason}" if key else f"In {source}, {reason}"
+    expected = _EXPECTED[kind].format(**ctx) if kind in _EXPECTED else error["msg"].lower()
+    expected = expected.replace("at least 1 values", "at least one value")
+    return f"In {source}, {key or 'the top level'} is {_show(value)}; it must be {expected}."
 
 
-def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint) and hint is not Mix:
-        return _build(hint, value, prefix=key + ".", source=source)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key, source)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"In {source}, {key} must be a list, not {value!r}.")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise UserError(f"In {source}, {key} must be a list of {len(args)} values, not {value!r}.")
-        return tuple(
-            _coerce(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value, strict=True))
-        )
-    if hint is Mix:
-        try:
-            return Mix.parse(value)
-        except UserError as exc:
-            raise UserError(f"In {source}, {key}: {exc}") from None
-    if hint is Path:
-        if not isinstance(value, str) or not value:
-            raise UserError(f"In {source}, {key} must be a path, not {value!r}.")
-        return Path(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"In {source}, {key} must be true or false, not {value!r}.")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"In {source}, {key} must be a whole number, not {value!r}.")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"In {source}, {key} must be a number, not {value!r}.")
-        return float(value)
-    if hint is str:
-        if isinstance(value, (dict, list)):
-            raise UserError(f"In {source}, {key} must be a single value, not {value!r}.")
-        return str(value)
-    raise TypeError(f"config type {hint!r} for {key} is not supported")  # a bug, not a user error
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    """('study', 'mixes', 1) -> 'study.mixes[1]'."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+    return key
 
 
-def _positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise UserError(f"{key} is {value}; it must be greater than 0. Fix it in params.yaml.")
+def _section_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    section: type[BaseModel] = Params
+    for part in loc:
+        section = section.model_fields[str(part)].annotation  # type: ignore[assignment]
+    return section
 
 
-def _fraction(key: str, value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise UserError(f"{key} is {value}; it must be in [0, 1). Fix it in params.yaml.")
+def _show(value: Any) -> str:
+    """A value as the YAML the user wrote: true, null, 'text', [1, 2]."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, str):
+        return repr(value)
+    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)

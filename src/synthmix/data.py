@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from synthmix.errors import UserError
+from synthmix.files import atomic_path, sha256_file
 from synthmix.progress import progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -103,14 +104,6 @@ def decode_array(path: Path, size: int | None = None) -> np.ndarray:
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8).copy()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- finding and validating a class-per-folder tree ----------------------------------------------
@@ -371,20 +364,3 @@ def _flat_name(path: Path, source: Path, label: str) -> str:
     # Files in nested subfolders of a class keep their relative path in the name, so none collide.
     class_dir = next(p for p in path.parents if p.name == label and source in (p, *p.parents))
     return "__".join(path.relative_to(class_dir).parts)
-
-
-class atomic_path:
-    """Context manager giving a temporary path that replaces `path` only if the block succeeds."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
-            self.tmp.unlink()

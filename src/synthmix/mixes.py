@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from synthmix.errors import UserError
+
+# Re-exported for callers that still import the synthetic manifest from here; its owner is
+# synthmix.generate.manifest (import it from there).
+from synthmix.generate.manifest import (  # noqa: F401
+    SYNTHETIC_MANIFEST_FIELDS,
+    SyntheticRow,
+    read_synthetic_manifest,
+    write_synthetic_manifest,
+)
 
 if TYPE_CHECKING:
     from synthmix.data import SplitRow
@@ -60,40 +68,7 @@ class Mix:
             )
 
 
-# --- the synthetic manifest and the training set of a mix -----------------------------------------
-
-SYNTHETIC_MANIFEST_FIELDS = (
-    "path",
-    "class",
-    "index",
-    "seed",
-    "generator",
-    "model_id",
-    "revision",
-    "prompt",
-    "steps",
-    "guidance",
-    "retries",
-    "sha256",
-)
-
-
-@dataclass(frozen=True)
-class SyntheticRow:
-    """One generated image as synthetic/manifest.csv describes it (docs/layout.md)."""
-
-    path: Path
-    label: str
-    index: int
-    seed: int
-    generator: str
-    model_id: str
-    revision: str
-    prompt: str
-    steps: int
-    guidance: float
-    retries: int
-    sha256: str
+# --- the training set of a mix --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -104,65 +79,6 @@ class TrainingImage:
     label: str
     sha256: str
     source: str
-
-
-def write_synthetic_manifest(rows: Sequence[SyntheticRow], path: Path) -> None:
-    """Write the manifest sorted by class then index (atomic: a crash leaves the old file)."""
-    from synthmix.data import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(SYNTHETIC_MANIFEST_FIELDS)
-        for r in sorted(rows, key=lambda r: (r.label, r.index)):
-            writer.writerow(
-                (
-                    r.path.as_posix(),
-                    r.label,
-                    r.index,
-                    r.seed,
-                    r.generator,
-                    r.model_id,
-                    r.revision,
-                    r.prompt,
-                    r.steps,
-                    r.guidance,
-                    r.retries,
-                    r.sha256,
-                )
-            )
-
-
-def read_synthetic_manifest(path: Path) -> list[SyntheticRow]:
-    if not path.exists():
-        raise UserError(
-            f"Synthetic manifest {path} is missing. Run `synthmix generate` (or `dvc repro generate`) "
-            "first, or use a mix with 0 synthetic images (e.g. 30r0s)."
-        )
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != SYNTHETIC_MANIFEST_FIELDS:
-            raise UserError(
-                f"{path} is not a synthmix synthetic manifest (columns {reader.fieldnames}); rerun "
-                "`synthmix generate`."
-            )
-        return [
-            SyntheticRow(
-                Path(r["path"]),
-                r["class"],
-                int(r["index"]),
-                int(r["seed"]),
-                r["generator"],
-                r["model_id"],
-                r["revision"],
-                r["prompt"],
-                int(r["steps"]),
-                float(r["guidance"]),
-                int(r["retries"]),
-                r["sha256"],
-            )
-            for r in reader
-        ]
 
 
 def training_images(

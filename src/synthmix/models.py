@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from synthmix.config import check_model
 from synthmix.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -130,6 +130,11 @@ class BackboneWeights:
     def is_random(self) -> bool:
         return self.file is None
 
+    @property
+    def sha256(self) -> str:
+        """Content hash of the weights file ("" for a random initialisation)."""
+        return "" if self.file is None else _file_sha256(*_file_identity(self.file))
+
 
 def imagenet_checkpoint_path() -> Path:
     """Where torchvision keeps ResNet50's ImageNet weights: $TORCH_HOME/hub/checkpoints/resnet50-*.pth."""
@@ -175,7 +180,7 @@ def _file_identity(path: Path) -> tuple[str, int, int]:
 # (keyed by path, size and mtime, so a replaced file is read again).
 @functools.lru_cache(maxsize=4)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    from synthmix.data import sha256_file
+    from synthmix.files import sha256_file
 
     return sha256_file(Path(path))
 
@@ -217,7 +222,7 @@ def _load_backbone_state(backbone: nn.Module, file: Path) -> None:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     backbone_state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the head is replaced
-    result = backbone.load_state_dict(backbone_state, strict=False)
+    result = backbone.load_state_dict(backbone_state, strict=False, assign=True)
     missing = [k for k in result.missing_keys if not k.startswith("fc.")]
     if missing or result.unexpected_keys:
         raise UserError(
@@ -226,35 +231,125 @@ def _load_backbone_state(backbone: nn.Module, file: Path) -> None:
         )
 
 
-# --- building -------------------------------------------------------------------------------------
+# --- the frozen backbone, built once per process --------------------------------------------------
 
 
-def build_resnet50(num_classes: int, weights: BackboneWeights, head_dropout: float = 0.0) -> nn.Module:
-    """torchvision's ResNet50, backbone frozen, its fc replaced by [dropout ->] Linear(2048, C)."""
+@functools.lru_cache(maxsize=8)
+def _resnet50_backbone(weights: BackboneWeights, seed: int) -> tuple[nn.Module, torch.Tensor]:
+    """The frozen ResNet50 trunk for `weights` (and `seed`, when random), and the RNG state a fresh
+    build leaves behind, so the head drawn after it is the same whether the trunk was cached or not.
+
+    A weights file is loaded onto a trunk built on the meta device (no random initialisation to throw
+    away) with load_state_dict(assign=True); a random trunk is drawn from `seed`.
+    """
     from torchvision.models import resnet50
 
-    backbone = resnet50(weights=None)
-    if weights.file is not None:
+    if weights.file is None:
+        torch.manual_seed(seed)
+        backbone = resnet50(weights=None)
+    else:
+        with torch.device("meta"):
+            backbone = resnet50(weights=None)
         _load_backbone_state(backbone, weights.file)
+    rng_after = torch.get_rng_state()
     backbone.fc = nn.Identity()
-    head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(RESNET_FEATURES, num_classes))
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    return backbone.eval(), rng_after
+
+
+def resnet50_backbone(weights: BackboneWeights, seed: int) -> nn.Module:
+    """The shared frozen trunk; leaves torch's RNG where a fresh build with `seed` would."""
+    if not weights.is_random:
+        backbone, _ = _resnet50_backbone(weights, 0)  # one trunk for every seed
+        torch.manual_seed(seed)
+        return backbone
+    backbone, rng_after = _resnet50_backbone(weights, seed)
+    torch.set_rng_state(rng_after)
+    return backbone
+
+
+def build_cnn(
+    num_classes: int, image_size: int, dropout: float, section: Any, weights: BackboneWeights, seed: int
+) -> nn.Module:
+    """The study's CNN, every weight drawn from `seed`."""
+    torch.manual_seed(seed)
+    return SimpleCNN(num_classes, image_size, conv_dropout=section.conv_dropout, fc_dropout=dropout)
+
+
+def build_resnet50(
+    num_classes: int, image_size: int, dropout: float, section: Any, weights: BackboneWeights, seed: int
+) -> nn.Module:
+    """torchvision's ResNet50, frozen and shared, its fc replaced by [dropout ->] Linear(2048, C)."""
+    backbone = resnet50_backbone(weights, seed)
+    head = nn.Sequential(nn.Dropout(dropout), nn.Linear(RESNET_FEATURES, num_classes))
     return FrozenBackboneClassifier(backbone, head, PixelScaling(IMAGENET_MEAN, IMAGENET_STD))
 
 
-def build_model(
-    name: str,
-    num_classes: int,
-    image_size: int,
-    *,
-    dropout: float,
-    conv_dropout: float = 0.1,
-    weights: BackboneWeights | None = None,
-) -> nn.Module:
-    """A fresh model (random parts drawn from torch's global RNG: seed it first)."""
-    check_model(name)
-    if name == "cnn":
-        return SimpleCNN(num_classes, image_size, conv_dropout=conv_dropout, fc_dropout=dropout)
-    return build_resnet50(num_classes, weights or BackboneWeights("none", None, "random-init"), dropout)
+def random_weights(section: Any) -> BackboneWeights:
+    return BackboneWeights("random", None, "random-init")
+
+
+def resnet_weights(section: Any) -> BackboneWeights:
+    return resolve_resnet_weights(section.weights)
+
+
+# --- the registry: adding a backbone is one entry here (and its params.yaml section) -----------------
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """Everything synthmix needs to know about a classifier; nothing else branches on its name."""
+
+    name: str  # also its train.<name> section in params.yaml
+    label: str  # how the report names it
+    build: Callable[[int, int, float, Any, BackboneWeights, int], nn.Module]
+    weights: Callable[[Any], BackboneWeights]  # what it starts from, resolved from its params section
+    preprocessing: str  # what its first layer does to pixels in [0, 255]
+    frozen_backbone: bool  # True: a frozen feature extractor and a trained head (features are cached)
+    feature_dim: int = 0  # width of the frozen backbone's features
+
+    @property
+    def trained_from_scratch(self) -> bool:
+        return not self.frozen_backbone
+
+    def trainable_parameters(self, num_classes: int, image_size: int) -> int:
+        return trainable_parameters(self.create(num_classes, image_size))
+
+    def create(self, num_classes: int, image_size: int, seed: int = 0) -> nn.Module:
+        """A model with random weights and default dropout, for summaries (no weights file needed)."""
+        return self.build(num_classes, image_size, 0.5, _DefaultSection(), random_weights(None), seed)
+
+
+class _DefaultSection:
+    conv_dropout = 0.1
+
+
+MODELS: dict[str, ModelEntry] = {
+    "cnn": ModelEntry(
+        name="cnn",
+        label="CNN",
+        build=build_cnn,
+        weights=random_weights,
+        preprocessing="x/255",
+        frozen_backbone=False,
+    ),
+    "resnet50": ModelEntry(
+        name="resnet50",
+        label="ResNet50",
+        build=build_resnet50,
+        weights=resnet_weights,
+        preprocessing="x/255, ImageNet mean/std",
+        frozen_backbone=True,
+        feature_dim=RESNET_FEATURES,
+    ),
+}
+
+
+def model_entry(name: str, key: str = "--model") -> ModelEntry:
+    if name not in MODELS:
+        raise UserError(f"Unknown model '{name}' ({key}). synthmix trains: {', '.join(MODELS)}.")
+    return MODELS[name]
 
 
 def trainable_parameters(model: nn.Module) -> int:
@@ -267,7 +362,7 @@ def model_summary(name: str, num_classes: int, image_size: int) -> str:
         raise UserError(f"--num-classes is {num_classes}; a classifier needs at least 2 classes.")
     if image_size < 32:
         raise UserError(f"--image-size is {image_size}; the CNN halves it five times, so use at least 32.")
-    model = build_model(name, num_classes, image_size, dropout=0.5 if name == "cnn" else 0.0)
+    model = model_entry(name).create(num_classes, image_size)
     model.eval()
     shapes: dict[str, tuple[int, ...]] = {}
     units = model.summary_units()
@@ -295,3 +390,10 @@ def model_summary(name: str, num_classes: int, image_size: int) -> str:
         f"{trainable_parameters(model):,} trainable parameters ({total:,} in all)"
     )
     return "\n".join(lines)
+
+
+def weights_from_used(used: str) -> BackboneWeights:
+    """The weights a run recorded as used ("random", "none", "imagenet" or a file), resolved again."""
+    if used in ("random", "none"):
+        return BackboneWeights(used, None, "random-init")
+    return resolve_resnet_weights(used)

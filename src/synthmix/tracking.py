@@ -1,13 +1,41 @@
-"""MLflow set-up shared by every stage: where runs go and the tags that tie a run to its inputs."""
+"""MLflow for every stage: where runs go, one tag vocabulary, and one way to open a stage's run.
+
+Every synthmix run carries the same `synthmix.*` tags (TAGS below), so `mlflow ui` can filter any
+stage's runs the same way (e.g. `tags."synthmix.stage" = "train"`). Stages call `stage_run` and never
+`mlflow.start_run` themselves.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "synthmix"
+
+# The tag vocabulary: every tag synthmix sets is named here, once.
+STAGE = "synthmix.stage"  # prepare | generate | tune | train | report
+GIT_COMMIT = "synthmix.git_commit"
+DATA_MD5 = "synthmix.data_md5"  # the md5 DVC recorded for the real set in data.dvc
+SYNTHETIC_MANIFEST_SHA256 = "synthmix.synthetic_manifest_sha256"
+DVC_EXPERIMENT = "synthmix.dvc_experiment"
+SWEEP = "synthmix.sweep"  # "true" on a stage's parent run
+MODEL = "synthmix.model"
+MIX = "synthmix.mix"
+SEED = "synthmix.seed"
+WEIGHTS = "synthmix.weights"
+HYPERPARAMETER_SOURCE = "synthmix.hyperparameter_source"
+FINGERPRINT = "synthmix.fingerprint"
+OPTUNA_STUDY = "synthmix.optuna_study"
+# MLflow 3 opens an experiment on its GenAI overview unless told it holds model training.
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def tracking_uri() -> str:
@@ -15,8 +43,8 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def configure(experiment: str = "synthmix") -> None:
-    """Point MLflow at tracking_uri() and the `synthmix` experiment.
+def configure(experiment: str = EXPERIMENT) -> str:
+    """Point MLflow at tracking_uri() and `experiment`; returns the experiment id.
 
     Under `mlflow run` (which sets MLFLOW_RUN_ID for the command) the run it opened becomes the parent:
     that run's experiment is kept, or MLflow refuses to resume the run.
@@ -29,7 +57,65 @@ def configure(experiment: str = "synthmix") -> None:
         experiment_id = mlflow.MlflowClient().get_run(outer_run).info.experiment_id
         mlflow.set_experiment(experiment_id=experiment_id)
     else:
-        mlflow.set_experiment(experiment)
+        experiment_id = mlflow.set_experiment(experiment).experiment_id
+    client = mlflow.MlflowClient()
+    if client.get_experiment(experiment_id).tags.get(_EXPERIMENT_KIND[0]) != _EXPERIMENT_KIND[1]:
+        client.set_experiment_tag(experiment_id, *_EXPERIMENT_KIND)
+    return experiment_id
+
+
+def provenance_tags(synthetic_manifest: Path | None = None) -> dict[str, str]:
+    """What ties a run to its inputs: code commit, real set, synthetic set, DVC experiment."""
+    tags = {
+        GIT_COMMIT: git_commit(),
+        DATA_MD5: dvc_file_hash(Path("data.dvc")),
+        DVC_EXPERIMENT: dvc_experiment(),
+    }
+    if synthetic_manifest is not None:
+        tags[SYNTHETIC_MANIFEST_SHA256] = file_hash(synthetic_manifest)
+    return tags
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    *,
+    run_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    synthetic_manifest: Path | None = None,
+    experiment: str = EXPERIMENT,
+) -> Iterator[Any]:
+    """A stage's MLflow run with the provenance tags, `params` logged once; yields the active run.
+
+    The run ends FINISHED when the block completes and FAILED when it raises (MLflow's own rule).
+    """
+    import mlflow
+
+    configure(experiment)
+    all_tags = {STAGE: stage, **provenance_tags(synthetic_manifest), **(tags or {})}
+    with mlflow.start_run(run_name=run_name or stage, tags=all_tags) as run:
+        if params:
+            mlflow.log_params(dict(params))
+        yield run
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence MLflow's per-run notices that say nothing to a synthmix user (the pickle-format caution
+    for a model we wrote ourselves, the dataset-source guess, a pandas deprecation inside MLflow)."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.pytorch", "mlflow.pyfunc", "mlflow.models")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways")
+            warnings.filterwarnings("ignore", message=".*all arguments of all will be keyword-only")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def git_commit(cwd: Path | None = None) -> str:

@@ -7,7 +7,7 @@ as PostgreSQL to spread one study over many machines); every `synthmix tune` pro
 same storage and data joins the same study, and together they finish `tune.trials` trials, counted
 across all of them. A rerun continues the study, and trials left RUNNING by a dead worker are failed
 once their heartbeat is stale. The best hyperparameters go to tune.best_params_file (docs/layout.md),
-which training reads (train.tuned_hyperparameters) when train.use_tuned is true.
+which training reads (hparams.tuned_hyperparameters) when train.use_tuned is true.
 """
 
 from __future__ import annotations
@@ -35,18 +35,19 @@ from optuna.trial import FrozenTrial, TrialState
 
 from synthmix import tracking
 from synthmix.config import Params, TuneConfig, check_model, to_dict
-from synthmix.data import atomic_path, read_manifest
+from synthmix.data import read_manifest
 from synthmix.errors import UserError
-from synthmix.mixes import Mix, TrainingImage, read_synthetic_manifest, training_images
+from synthmix.generate.manifest import read_synthetic_manifest
+from synthmix.hparams import SEARCHED, Hyperparameters, ensure_best_params_file, write_best_params
+from synthmix.mixes import Mix, TrainingImage, training_images
 
 if TYPE_CHECKING:
-    from synthmix.store import LabelledImages
-    from synthmix.train import EpochStats, Hyperparameters
+    from synthmix.fit import EpochStats
+    from synthmix.images import LabelledImages
 
 
 MLFLOW_EXPERIMENT = "synthmix-tune"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that count toward tune.trials
-HYPERPARAMETERS = ("lr", "weight_decay", "dropout", "epochs", "batch_size")
 WAIT_SECONDS = 1.0  # how often a worker with nothing to claim looks whether the study needs it again
 
 
@@ -55,8 +56,6 @@ WAIT_SECONDS = 1.0  # how often a worker with nothing to claim looks whether the
 
 def suggest_hyperparameters(trial: optuna.Trial, cfg: TuneConfig) -> Hyperparameters:
     """One point of the search space in params.yaml's `tune` group (lr and weight decay on a log scale)."""
-    from synthmix.train import Hyperparameters
-
     return Hyperparameters(
         lr=trial.suggest_float("lr", *cfg.lr, log=True),
         weight_decay=trial.suggest_float("weight_decay", *cfg.weight_decay, log=True),
@@ -148,7 +147,7 @@ def mix_training_set(params: Params, mix: Mix) -> list[TrainingImage]:
 
 
 def load_tuning_data(params: Params, images: Sequence[TrainingImage]) -> TuningData:
-    from synthmix.store import load_images
+    from synthmix.images import load_images
 
     classes = tuple(sorted({image.label for image in images}))
     train_index, validation_index = validation_split(
@@ -179,9 +178,10 @@ def study_name(model: str, mix: Mix, params: Params, images: Sequence[TrainingIm
     split, image size or data set starts a new one instead of mixing incomparable trials.
     """
     tune = params.tune
-    fixed = {k: v for k, v in to_dict(getattr(params.train, model)).items() if k not in _TUNED_FIELDS}
+    section = params.train.model_section(model)
+    fixed = {k: v for k, v in to_dict(section).items() if k not in section.searched_fields}
     identity = {
-        "space": {key: to_dict(getattr(tune, key)) for key in HYPERPARAMETERS},
+        "space": {key: to_dict(getattr(tune, key)) for key in SEARCHED},
         "validation_fraction": tune.validation_fraction,
         "seed": tune.seed,
         "image_size": params.train.image_size,
@@ -190,9 +190,6 @@ def study_name(model: str, mix: Mix, params: Params, images: Sequence[TrainingIm
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"{model}-{mix.name}-{digest[:12]}"
-
-
-_TUNED_FIELDS = {"lr", "weight_decay", "epochs", "fc_dropout"}  # train.<model> keys the search replaces
 
 
 def open_storage(url: str, heartbeat_seconds: int) -> optuna.storages.RDBStorage:
@@ -298,7 +295,7 @@ def objective(trial: optuna.Trial, task: TuningTask) -> float:
     """Train on the tuning split, report validation loss per epoch (for pruning), return the final one."""
     import mlflow
 
-    from synthmix.train import fit
+    from synthmix.fit import fit
 
     finished, running_before = counts(trial.study, before=trial.number)
     if finished + running_before >= task.n_trials:
@@ -307,10 +304,10 @@ def objective(trial: optuna.Trial, task: TuningTask) -> float:
     mlflow.start_run(
         run_name=f"{task.model}-{task.mix.name}-trial{trial.number}",
         parent_run_id=task.parent_run_id,
-        tags={"synthmix.stage": "tune-trial", "optuna.study": trial.study.study_name},
+        tags={tracking.STAGE: "tune-trial", tracking.OPTUNA_STUDY: trial.study.study_name},
     )
     try:
-        mlflow.log_params({**dataclasses.asdict(hp), "trial": trial.number})
+        mlflow.log_params({**hp.as_dict(), "trial": trial.number})
 
         def on_epoch(stats: EpochStats) -> None:
             trial.report(stats.eval_loss, stats.epoch)
@@ -403,27 +400,10 @@ def tune_mix(
             f"No trial of study {name} completed (all {finished} were pruned or failed). Widen the search "
             "space in params.yaml (tune.lr, tune.epochs ...) or raise tune.pruning_startup_trials."
         ) from None
-    hp = hyperparameters_of(best.params)
-    write_best_params(
-        cfg.best_params_file,
-        model,
-        mix,
-        {**dataclasses.asdict(hp), "value": float(best.value), "trials": finished},
-    )
+    hp = Hyperparameters.from_values(best.params)
+    write_best_params(cfg.best_params_file, model, mix, hp, float(best.value), finished)
     _log_study(study, parent_id, best, finished)
     return TuneResult(model, mix, name, hp, float(best.value), finished, len(ran_here), parent_id)
-
-
-def hyperparameters_of(values: dict[str, Any]) -> Hyperparameters:
-    from synthmix.train import Hyperparameters
-
-    return Hyperparameters(
-        lr=float(values["lr"]),
-        weight_decay=float(values["weight_decay"]),
-        epochs=int(values["epochs"]),
-        batch_size=int(values["batch_size"]),
-        dropout=float(values["dropout"]),
-    )
 
 
 @contextlib.contextmanager
@@ -455,15 +435,16 @@ def _parent_run(
         experiment.experiment_id,
         run_name=f"tune-{study.study_name}",
         tags={
-            "synthmix.stage": "tune",
-            "optuna.study": study.study_name,
-            "git_commit": tracking.git_commit(),
-            "data_md5": tracking.dvc_file_hash(),
-            "dvc_experiment": tracking.dvc_experiment(),
+            tracking.STAGE: "tune",
+            tracking.SWEEP: "true",
+            tracking.OPTUNA_STUDY: study.study_name,
+            tracking.MODEL: model,
+            tracking.MIX: mix.name,
+            **tracking.provenance_tags(),
         },
     )
     run_id = run.info.run_id
-    search_space = {f"tune.{key}": to_dict(getattr(params.tune, key)) for key in HYPERPARAMETERS}
+    search_space = {f"tune.{key}": to_dict(getattr(params.tune, key)) for key in SEARCHED}
     for key, value in {
         "model": model,
         "mix": mix.name,
@@ -508,46 +489,6 @@ def _log_study(study: optuna.Study, run_id: str, best: FrozenTrial, finished: in
         else:  # importances compare completed trials: with fewer than two there is nothing to compare
             client.set_tag(run_id, "param_importances", "skipped: fewer than 2 distinct completed trials")
     client.set_terminated(run_id)
-
-
-# --- tuned/best_params.yaml ----------------------------------------------------------------------
-
-
-def read_best_params(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """{model: {mix: {lr, weight_decay, dropout, epochs, batch_size, value, trials}}}; {} when absent."""
-    if not path.exists():
-        return {}
-    try:
-        content = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML ({exc}). Delete it and rerun `synthmix tune`.") from None
-    if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
-        raise UserError(
-            f"{path} is not a best-parameters file ({{model: {{mix: {{lr, ...}}}}}}). Delete it and rerun "
-            "`synthmix tune`."
-        )
-    return content
-
-
-def write_best_params(path: Path, model: str, mix: Mix, entry: dict[str, Any]) -> None:
-    """Merge one (model, mix) entry into the file, keeping every other entry; atomic and locked."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(f".{path.name}.lock")
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # two `tune` commands for other mixes finishing together
-        content = read_best_params(path)
-        content.setdefault(model, {})[mix.name] = entry
-        with atomic_path(path) as tmp:
-            tmp.write_text(yaml.safe_dump(content, sort_keys=True))
-        fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def ensure_best_params_file(path: Path) -> None:
-    """Create an empty best-parameters file when there is none (the dvc stage's output when tuning is off)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_text("{}\n")
 
 
 # --- the stage -----------------------------------------------------------------------------------

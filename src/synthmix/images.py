@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthmix.data import atomic_path, decode_array
+from synthmix.data import decode_array
+from synthmix.files import atomic_path
 from synthmix.errors import UserError
 from synthmix.progress import progress
 

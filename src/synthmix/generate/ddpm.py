@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from synthmix.config import DDPMConfig, to_dict
-from synthmix.data import atomic_path
+from synthmix.config import to_dict
+from synthmix.files import atomic_path
 from synthmix.progress import progress
 
 if TYPE_CHECKING:
     import torch
     from diffusers import UNet2DModel
+
+    from synthmix.config import DDPMConfig
 
 MODEL_ID = "synthmix-ddpm"
 FINAL_DIR = "final"

@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import write_image
 from synthmix.data import sha256_file
 from synthmix.errors import UserError
-from synthmix.store import LabelledImages, cached_image_path, load_images
+from synthmix.images import LabelledImages, cached_image_path, load_images
 
 
 def _tree(tmp_path, count=4):

@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from synthmix.config import Text2ImageConfig
 from synthmix.errors import UserError
+
+if TYPE_CHECKING:
+    from synthmix.config import Text2ImageConfig
 
 
 def label_to_words(label: str) -> str:

@@ -1,0 +1,146 @@
+"""`fit`: tensors in, a trained model and its curves out. Pure apart from the feature cache.
+
+fit is seeded and deterministic on CPU, and the split it reports on (`evaluate_on`) never influences
+training: no early stopping, no model selection, the last epoch's model is the result. A model with a
+frozen backbone trains only its head, on the backbone's cached features (features.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from synthmix.config import TrainConfig
+from synthmix.features import backbone_features, feature_cache_key
+from synthmix.hparams import Hyperparameters
+from synthmix.images import LabelledImages
+from synthmix.models import FrozenBackboneClassifier, model_entry
+
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # from 1
+    train_loss: float
+    train_accuracy: float
+    eval_loss: float  # on `evaluate_on` (the test split in a study run, the validation split when tuning)
+    eval_accuracy: float
+
+    def as_row(self) -> tuple[int, float, float, float, float]:
+        """(epoch, train_loss, train_accuracy, eval_loss, eval_accuracy): a run's history.csv row."""
+        return (self.epoch, self.train_loss, self.train_accuracy, self.eval_loss, self.eval_accuracy)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module  # the trained classifier: float pixels in [0, 255] (N, 3, S, S) -> logits
+    history: list[EpochStats]
+    weights_used: str  # what the model started from: "imagenet", "random", "none" or a file path
+    eval_logits: torch.Tensor  # final logits on evaluate_on, (N, C) float32
+
+
+def fit(
+    model_name: str,
+    train: LabelledImages,
+    evaluate_on: LabelledImages,
+    hp: Hyperparameters,
+    *,
+    seed: int,
+    num_classes: int,
+    train_cfg: TrainConfig,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> FitResult:
+    """Train `model_name` on `train` for hp.epochs epochs; report each epoch on `evaluate_on`.
+
+    `on_epoch` runs after each epoch and may raise (optuna.TrialPruned); the exception propagates.
+    """
+    entry = model_entry(model_name)
+    if len(train) == 0:
+        raise ValueError("fit needs at least one training image")
+    section = train_cfg.model_section(model_name)
+    weights = entry.weights(section)
+    image_size = int(train.images.shape[-1])
+    model = entry.build(num_classes, image_size, hp.dropout, section, weights, seed)  # seeds torch's RNG
+    if isinstance(model, FrozenBackboneClassifier):
+        # Only the head trains: run it on cached backbone features, the same numbers the backbone gives.
+        key = feature_cache_key(model_name, weights, seed, image_size)
+        train_x = backbone_features(model, train, train_cfg.cache_dir, key)
+        eval_x = backbone_features(model, evaluate_on, train_cfg.cache_dir, key)
+        trained: nn.Module = model.head
+    else:
+        train_x, eval_x, trained = _as_float(train.images), _as_float(evaluate_on.images), model
+    history, logits = _train_loop(trained, train_x, train.labels, eval_x, evaluate_on.labels, hp, seed, on_epoch)
+    model.eval()
+    return FitResult(model, history, weights.used, logits)
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float32)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Small models train fastest on one thread: their ops are too small to split, and splitting them
+    across busy cores is up to 10x slower. One fixed thread count also keeps results bit-identical
+    on machines with different core counts."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_loop(
+    module: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    eval_x: torch.Tensor,
+    eval_y: torch.Tensor,
+    hp: Hyperparameters,
+    seed: int,
+    on_epoch: Callable[[EpochStats], None] | None,
+) -> tuple[list[EpochStats], torch.Tensor]:
+    """Adam + cross-entropy, shuffled minibatches from a seeded generator; eval after every epoch."""
+    with single_thread():
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=hp.lr, weight_decay=hp.weight_decay)
+        loss_fn = nn.CrossEntropyLoss()
+        shuffle = torch.Generator().manual_seed(seed)
+        history: list[EpochStats] = []
+        logits = torch.empty(0)
+        n = len(train_y)
+        for epoch in range(1, hp.epochs + 1):
+            module.train()
+            loss_sum, correct = 0.0, 0
+            for batch in torch.randperm(n, generator=shuffle).split(hp.batch_size):
+                x, y = train_x[batch], train_y[batch]
+                out = module(x)
+                loss = loss_fn(out, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                # Running train metrics over the epoch, dropout on: what the study's curves show.
+                loss_sum += float(loss.detach()) * len(batch)
+                correct += int((out.detach().argmax(1) == y).sum())
+            logits = predict_logits(module, eval_x)
+            eval_loss = float(nn.functional.cross_entropy(logits, eval_y)) if len(eval_y) else float("nan")
+            eval_acc = float((logits.argmax(1) == eval_y).float().mean()) if len(eval_y) else float("nan")
+            stats = EpochStats(epoch, loss_sum / n, correct / n, eval_loss, eval_acc)
+            history.append(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
+        return history, logits
+
+
+def predict_logits(module: nn.Module, inputs: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Logits of `module` in eval mode, in batches (float32, (N, C))."""
+    module.eval()
+    with torch.inference_mode():
+        parts = [module(chunk.to(torch.float32)) for chunk in inputs.split(batch_size)]
+    return torch.cat(parts) if parts else torch.empty(0)

@@ -1,0 +1,12 @@
+"""The generate stage as a package: one job per module, data flowing one way.
+
+- `manifest`: the one owner of synthetic/ (its layout, each PNG's embedded record, manifest.csv);
+  light, so training and the report read the manifest without importing torch or diffusers.
+- `ddpm`, `text2image`: the two generators' model code.
+- `sources`: both generators behind one interface, and `SOURCES`, the registry naming them.
+- `samples`: the real-vs-synthetic sample grids in samples/.
+- `stage`: `generate_synthetic(params)`, planning, sharding, resuming and MLflow logging.
+
+Imports run `stage -> sources -> ddpm, text2image` and `stage -> samples -> manifest`, never back.
+This file imports nothing, so importing `synthmix.generate.manifest` stays cheap.
+"""

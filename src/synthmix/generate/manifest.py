@@ -1,0 +1,179 @@
+"""synthetic/: the one owner of its layout, of each image's embedded record, and of manifest.csv.
+
+The set is `synthetic/<class>/<index:04d>.png` plus `synthetic/manifest.csv` (columns
+SYNTHETIC_MANIFEST_FIELDS, one row per image, sorted by class then index; docs/layout.md). Every PNG
+carries its own record (settings digest, seed, retries, blocked) in a PNG text chunk, so a rerun can
+tell an image finished with the current settings from one made with others. Imports neither torch nor
+diffusers: training, tuning and the report read the manifest through here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image, PngImagePlugin
+
+from synthmix.errors import UserError
+from synthmix.files import atomic_path, write_csv
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MANIFEST_NAME = "manifest.csv"
+PNG_RECORD_KEY = "synthmix"
+_IMAGE_NAME = re.compile(r"^(\d{4,})\.png$")
+
+SYNTHETIC_MANIFEST_FIELDS = (
+    "path",
+    "class",
+    "index",
+    "seed",
+    "generator",
+    "model_id",
+    "revision",
+    "prompt",
+    "steps",
+    "guidance",
+    "retries",
+    "sha256",
+)
+
+
+@dataclass(frozen=True)
+class SyntheticRow:
+    """One generated image as synthetic/manifest.csv describes it (docs/layout.md)."""
+
+    path: Path
+    label: str
+    index: int
+    seed: int
+    generator: str
+    model_id: str
+    revision: str
+    prompt: str
+    steps: int
+    guidance: float
+    retries: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What a finished PNG says about itself: the settings digest it was made with and how."""
+
+    digest: str
+    seed: int  # the seed that produced it (differs from the image's seed after retries)
+    retries: int
+    blocked: bool
+
+
+def image_path(out_dir: Path, label: str, index: int) -> Path:
+    return out_dir / label / f"{index:04d}.png"
+
+
+# --- one image ------------------------------------------------------------------------------------
+
+
+def write_image(path: Path, pixels: np.ndarray, record: ImageRecord) -> None:
+    """Atomic PNG write of uint8 HxWx3 `pixels`; the image's own record rides along in a text chunk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PNG_RECORD_KEY, json.dumps(asdict(record), sort_keys=True))
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels, "RGB").save(tmp, format="PNG", pnginfo=info, compress_level=6)
+
+
+def read_record(path: Path, digest: str) -> ImageRecord | None:
+    """The record of a finished image made with these settings, else None (missing, other settings)."""
+    if not path.exists():
+        return None
+    try:
+        with Image.open(path) as img:
+            fields = json.loads(img.text.get(PNG_RECORD_KEY, "{}"))
+    except (OSError, ValueError, SyntaxError):
+        return None
+    if fields.get("digest") != digest:
+        return None
+    return ImageRecord(digest, fields["seed"], fields["retries"], fields["blocked"])
+
+
+def remove_strays(out_dir: Path, classes: Sequence[str], images_per_class: int) -> None:
+    """Leave only this set in out_dir: drop old classes, indices past images_per_class, temp files."""
+    keep = set(classes)
+    for entry in out_dir.iterdir():
+        if entry.is_dir() and entry.name not in keep:
+            shutil.rmtree(entry)
+        elif entry.is_file() and entry.name != MANIFEST_NAME:
+            entry.unlink()
+    for label in classes:
+        for path in (out_dir / label).iterdir():
+            match = _IMAGE_NAME.match(path.name)
+            if not (match and int(match.group(1)) < images_per_class and path.is_file()):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+# --- manifest.csv ---------------------------------------------------------------------------------
+
+
+def write_synthetic_manifest(rows: Sequence[SyntheticRow], path: Path) -> None:
+    """Write the manifest sorted by class then index (atomic: a crash leaves the old file)."""
+    write_csv(
+        SYNTHETIC_MANIFEST_FIELDS,
+        (
+            (
+                r.path.as_posix(),
+                r.label,
+                r.index,
+                r.seed,
+                r.generator,
+                r.model_id,
+                r.revision,
+                r.prompt,
+                r.steps,
+                r.guidance,
+                r.retries,
+                r.sha256,
+            )
+            for r in sorted(rows, key=lambda r: (r.label, r.index))
+        ),
+        path,
+    )
+
+
+def read_synthetic_manifest(path: Path) -> list[SyntheticRow]:
+    if not path.exists():
+        raise UserError(
+            f"Synthetic manifest {path} is missing. Run `synthmix generate` (or `dvc repro generate`) "
+            "first, or use a mix with 0 synthetic images (e.g. 30r0s)."
+        )
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != SYNTHETIC_MANIFEST_FIELDS:
+            raise UserError(
+                f"{path} is not a synthmix synthetic manifest (columns {reader.fieldnames}); rerun "
+                "`synthmix generate`."
+            )
+        return [
+            SyntheticRow(
+                Path(r["path"]),
+                r["class"],
+                int(r["index"]),
+                int(r["seed"]),
+                r["generator"],
+                r["model_id"],
+                r["revision"],
+                r["prompt"],
+                int(r["steps"]),
+                float(r["guidance"]),
+                int(r["retries"]),
+                r["sha256"],
+            )
+            for r in reader
+        ]

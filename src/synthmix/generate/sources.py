@@ -1,0 +1,191 @@
+"""The generators behind one interface, and `SOURCES`, the registry that names them.
+
+A source samples a fixed chunk of (class, index) keys from their seeds, one image per key, and says
+what determines its images (`settings`, hashed into every PNG's record) and how the manifest
+describes them (`row_template`). `SOURCES` maps each `generate.generator` name to the function that
+builds its source; a new generator is a module with its model code and one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from synthmix.config import to_dict
+from synthmix.data import decode_array, load_rgb
+from synthmix.generate import ddpm, text2image
+
+if TYPE_CHECKING:
+    from synthmix.config import DDPMConfig, GenerateConfig, Text2ImageConfig
+    from synthmix.data import SplitRow
+
+LogMetric = Callable[[str, float, int | None], None]  # log_metric(name, value, step)
+
+
+@dataclass(frozen=True, order=True)
+class ImageKey:
+    label: str
+    index: int
+
+
+@dataclass(frozen=True)
+class Generated:
+    pixels: np.ndarray  # uint8 HxWx3
+    seed: int  # the seed that produced it (differs from image_seed after retries)
+    retries: int = 0
+    blocked: bool = False
+
+
+@dataclass(frozen=True)
+class RowTemplate:
+    """The manifest columns shared by every image of a class (everything but index, seed, sha256)."""
+
+    generator: str
+    model_id: str
+    revision: str
+    prompt: str
+    steps: int
+    guidance: float
+
+
+class ImageSource(Protocol):
+    """A generator behind the common interface: fixed chunks in, one image per key out."""
+
+    chunk_size: int
+
+    def settings(self) -> dict[str, Any]: ...  # everything that determines an image, besides its seed
+
+    def row_template(self, label: str) -> RowTemplate: ...
+
+    def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]: ...
+
+
+# (generate config, training rows, ordered class names, accelerate state, log_metric) -> source
+SourceFactory = Callable[["GenerateConfig", Sequence["SplitRow"], Sequence[str], Any, LogMetric], ImageSource]
+
+
+# --- the DDPM -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DDPMSource:
+    model: Any
+    cfg: DDPMConfig
+    class_ids: dict[str, int]
+    fingerprint: str
+
+    @property
+    def chunk_size(self) -> int:
+        return self.cfg.sample_batch_size
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "generator": "ddpm",
+            "model": self.fingerprint,
+            "sample_steps": self.cfg.sample_steps,
+            "chunk": self.cfg.sample_batch_size,
+        }
+
+    def row_template(self, label: str) -> RowTemplate:
+        return RowTemplate("ddpm", ddpm.MODEL_ID, self.fingerprint[:16], "", self.cfg.sample_steps, 0.0)
+
+    def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]:
+        pixels = ddpm.sample_ddpm(self.model, self.cfg, [self.class_ids[k.label] for k in keys], seeds)
+        return [Generated(p, s) for p, s in zip(pixels, seeds, strict=True)]
+
+
+def open_ddpm(
+    cfg: GenerateConfig,
+    train_rows: Sequence[SplitRow],
+    classes: Sequence[str],
+    state: Any,
+    log_metric: LogMetric,
+) -> DDPMSource:
+    """Train the DDPM on the main process (the others wait), then load it everywhere."""
+    class_ids = {label: i for i, label in enumerate(classes)}
+    ordered = sorted(train_rows, key=lambda r: (r.label, r.rank))
+    fingerprint = ddpm.model_fingerprint(cfg.ddpm, classes, [r.sha256 for r in ordered], cfg.seed)
+    if state.is_main_process:
+        images = np.stack([decode_array(r.path, size=cfg.ddpm.resolution) for r in ordered])
+        labels = np.array([class_ids[r.label] for r in ordered])
+        ddpm.train_ddpm(
+            cfg.ddpm,
+            images,
+            labels,
+            len(classes),
+            cfg.seed,
+            fingerprint,
+            log_loss=lambda loss, step: log_metric("ddpm_loss", loss, step),
+        )
+    state.wait_for_everyone()
+    model = ddpm.load_trained(cfg.ddpm.checkpoint_dir / ddpm.FINAL_DIR, state.device)
+    return DDPMSource(model, cfg.ddpm, class_ids, fingerprint)
+
+
+# --- text-to-image --------------------------------------------------------------------------------
+
+
+@dataclass
+class Text2ImageSource:
+    pipe: Any
+    cfg: Text2ImageConfig
+    init_images: dict[str, list[Path]]  # class -> real training images by rank (image mode)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.cfg.batch_size
+
+    def settings(self) -> dict[str, Any]:
+        return {"generator": "text2image", **to_dict(self.cfg)}
+
+    def row_template(self, label: str) -> RowTemplate:
+        return RowTemplate(
+            "text2image",
+            self.cfg.model,
+            text2image.revision_of(self.cfg),
+            text2image.prompt_for(self.cfg, label),
+            self.cfg.steps,
+            self.cfg.guidance_scale,
+        )
+
+    def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]:
+        label = keys[0].label  # chunks never mix classes
+        init = None
+        if self.cfg.mode == "image":
+            # Image i starts from real training image i (cycling when there are more synthetic ones).
+            reals = self.init_images[label]
+            size = (self.cfg.size, self.cfg.size)
+            init = [
+                load_rgb(reals[k.index % len(reals)]).resize(size, Image.Resampling.BICUBIC) for k in keys
+            ]
+        results = text2image.sample_text2image(self.pipe, self.cfg, label, seeds, init)
+        return [Generated(r.pixels, r.seed, r.retries, r.blocked) for r in results]
+
+
+def open_text2image(
+    cfg: GenerateConfig,
+    train_rows: Sequence[SplitRow],
+    classes: Sequence[str],
+    state: Any,
+    log_metric: LogMetric,
+) -> Text2ImageSource:
+    """Load the pipeline on every process; image mode remembers each class's real images by rank."""
+    init_images: dict[str, list[Path]] = {}
+    for row in sorted(train_rows, key=lambda r: (r.label, r.rank)):
+        init_images.setdefault(row.label, []).append(row.path)
+    return Text2ImageSource(
+        text2image.load_pipeline(cfg.text2image, state.device), cfg.text2image, init_images
+    )
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+SOURCES: dict[str, SourceFactory] = {
+    "ddpm": open_ddpm,
+    "text2image": open_text2image,
+}

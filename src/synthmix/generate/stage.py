@@ -1,0 +1,223 @@
+"""The generate stage: the synthetic image set, one folder per class, reproducible and resumable.
+
+Image i of class c is drawn from its own seed, derived from (generate.seed, c, i). Work is cut into
+fixed chunks, per class, of `chunk_size` consecutive indices (the last one padded past
+images_per_class and the padding thrown away), and a chunk is always sampled whole: batched
+arithmetic can differ in the last bits with the batch's composition, and this way every image is
+computed in the same batch whatever the process count, the resume point or images_per_class.
+Chunks are dealt round-robin to the processes of `accelerate launch`.
+
+Every PNG is written under a temporary name and renamed, and carries its own record (settings digest,
+seed, retries; see `manifest`), so a rerun keeps exactly the finished images whose settings match and
+redoes the rest; synthetic/ ends up holding only the PNGs and manifest.csv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from synthmix import tracking
+from synthmix.config import flatten, to_dict
+from synthmix.data import SplitRow, read_manifest
+from synthmix.errors import UserError
+from synthmix.files import sha256_file
+from synthmix.generate.manifest import (
+    MANIFEST_NAME,
+    ImageRecord,
+    SyntheticRow,
+    image_path,
+    read_record,
+    remove_strays,
+    write_image,
+    write_synthetic_manifest,
+)
+from synthmix.generate.samples import write_sample_grids
+from synthmix.generate.sources import SOURCES, ImageKey, ImageSource, LogMetric
+from synthmix.progress import progress
+
+if TYPE_CHECKING:
+    from synthmix.config import GenerateConfig, Params
+
+SAMPLES_DIR = Path("samples")
+
+
+@dataclass
+class GenerateSummary:
+    generated: int = 0
+    reused: int = 0
+    retries: int = 0
+    blocked: int = 0
+    classes: int = 0
+    seconds: float = 0.0
+    is_main_process: bool = True
+    manifest: Path | None = None
+    blocked_keys: list[ImageKey] = field(default_factory=list)
+
+
+# --- pure planning --------------------------------------------------------------------------------
+
+
+def image_seed(base_seed: int, label: str, index: int) -> int:
+    """The seed of image `index` of class `label`: independent of batch, process and run order."""
+    digest = hashlib.sha256(f"synthetic:{base_seed}:{label}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 2  # headroom below 2**63 for retries (seed + r)
+
+
+def plan_chunks(classes: Sequence[str], images_per_class: int, chunk_size: int) -> list[tuple[ImageKey, ...]]:
+    """Per class, blocks of `chunk_size` consecutive indices covering 0..images_per_class-1.
+
+    The last block runs past images_per_class (padding, sampled and discarded) so that an image's
+    batch depends only on its index and the chunk size.
+    """
+    chunks = []
+    for label in classes:
+        for start in range(0, images_per_class, chunk_size):
+            chunks.append(tuple(ImageKey(label, i) for i in range(start, start + chunk_size)))
+    return chunks
+
+
+def shard(chunks: Sequence[tuple[ImageKey, ...]], process_index: int, num_processes: int) -> list:
+    """Round-robin: process p takes chunks p, p+n, p+2n, ..."""
+    return list(chunks[process_index::num_processes])
+
+
+def settings_digest(source_settings: dict[str, Any], base_seed: int) -> str:
+    payload = json.dumps({"settings": source_settings, "seed": base_seed}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --- the stage ------------------------------------------------------------------------------------
+
+
+def generate_synthetic(params: Params) -> GenerateSummary:
+    """Run the generate stage as configured; under `accelerate launch` each process does its share.
+
+    Reads prepared/train.csv only (never the test split). Writes synthetic/<class>/<index:04d>.png,
+    synthetic/manifest.csv, samples/<class>.png and samples/grid.png; the DDPM's checkpoints go to
+    generate.ddpm.checkpoint_dir.
+    """
+    from accelerate import PartialState
+
+    started = time.monotonic()
+    cfg = params.generate
+    train_rows = _training_rows(params.data.prepared_dir / "train.csv")
+    classes = sorted({r.label for r in train_rows})
+    state = PartialState()
+    summary = GenerateSummary(classes=len(classes), is_main_process=state.is_main_process)
+
+    with _mlflow_run(state.is_main_process, params) as log_metric:
+        source: ImageSource = SOURCES[cfg.generator](cfg, train_rows, classes, state, log_metric)
+        digest = settings_digest(source.settings(), cfg.seed)
+        chunks = plan_chunks(classes, cfg.images_per_class, source.chunk_size)
+        mine = shard(chunks, state.process_index, state.num_processes)
+        for chunk in progress(mine, f"Generating ({cfg.generator})"):
+            wanted = [k for k in chunk if k.index < cfg.images_per_class]
+            todo = [k for k in wanted if read_record(_path(cfg, k), digest) is None]
+            summary.reused += len(wanted) - len(todo)
+            if not todo:
+                continue
+            images = source.sample(chunk, [image_seed(cfg.seed, k.label, k.index) for k in chunk])
+            for key, image in zip(chunk, images, strict=True):
+                if key in todo:
+                    record = ImageRecord(digest, image.seed, image.retries, image.blocked)
+                    write_image(_path(cfg, key), image.pixels, record)
+                    summary.generated += 1
+        state.wait_for_everyone()
+
+        if state.is_main_process:
+            rows, records = _collect_rows(cfg, classes, source, digest)
+            remove_strays(cfg.out_dir, classes, cfg.images_per_class)
+            summary.manifest = cfg.out_dir / MANIFEST_NAME
+            write_synthetic_manifest(rows, summary.manifest)
+            summary.retries = sum(r.retries for r in rows)
+            summary.blocked_keys = [
+                ImageKey(r.label, r.index) for r, rec in zip(rows, records, strict=True) if rec.blocked
+            ]
+            summary.blocked = len(summary.blocked_keys)
+            grids = write_sample_grids(train_rows, rows, SAMPLES_DIR)
+            summary.seconds = time.monotonic() - started
+            log_metric("images_generated", summary.generated, None)
+            log_metric("images_reused", summary.reused, None)
+            log_metric("blocked_retries", summary.retries, None)
+            log_metric("blocked_final", summary.blocked, None)
+            log_metric("generate_seconds", summary.seconds, None)
+            _log_images(grids)
+        state.wait_for_everyone()
+    return summary
+
+
+def _training_rows(path: Path) -> list[SplitRow]:
+    rows = [r for r in read_manifest(path) if r.split == "train"]
+    if not rows:
+        raise UserError(f"{path} lists no training images. Rerun `synthmix prepare` on a non-empty data set.")
+    return rows
+
+
+def _path(cfg: GenerateConfig, key: ImageKey) -> Path:
+    return image_path(cfg.out_dir, key.label, key.index)
+
+
+def _collect_rows(
+    cfg: GenerateConfig, classes: Sequence[str], source: ImageSource, digest: str
+) -> tuple[list[SyntheticRow], list[ImageRecord]]:
+    """The manifest rows of the finished set, and each image's record, in class then index order."""
+    rows, records = [], []
+    for label in classes:
+        template = source.row_template(label)
+        for index in range(cfg.images_per_class):
+            path = image_path(cfg.out_dir, label, index)
+            record = read_record(path, digest)
+            if record is None:  # a bug: every process finished its share before this runs
+                raise RuntimeError(f"{path} is missing after generation")
+            records.append(record)
+            rows.append(
+                SyntheticRow(
+                    path=path,
+                    label=label,
+                    index=index,
+                    seed=record.seed,
+                    generator=template.generator,
+                    model_id=template.model_id,
+                    revision=template.revision,
+                    prompt=template.prompt,
+                    steps=template.steps,
+                    guidance=template.guidance,
+                    retries=record.retries,
+                    sha256=sha256_file(path),
+                )
+            )
+    return rows, records
+
+
+# --- MLflow ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _mlflow_run(enabled: bool, params: Params) -> Iterator[LogMetric]:
+    """The stage's MLflow run on the main process (tracking.stage_run); yields log_metric(name, value, step)."""
+    if not enabled:
+        yield lambda name, value, step: None
+        return
+    import mlflow
+
+    with tracking.stage_run("generate", params=flatten(to_dict(params.generate), "generate.")):
+        yield lambda name, value, step: mlflow.log_metric(name, value, step=step)
+
+
+def _log_images(grids: dict[str, Path]) -> None:
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    for name, path in grids.items():
+        with Image.open(path) as img:
+            mlflow.log_image(img.copy(), artifact_file=f"samples/{name}.png")

@@ -1,0 +1,225 @@
+"""Which cells the report compares, and the paired comparisons with their Holm-adjusted p-values.
+
+Changes are paired: seed k of one cell is compared with seed k of the other, image by image over the
+same test images (predictions.csv shares one row order), with the paired bootstrap of
+`stats.bootstrap_differences` for the classification metrics and a paired t-test over seeds for the
+metrics known only per run (test loss). The p-values of one model, kind, hyperparameter source and
+metric form one family and are Holm-adjusted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from synthmix.config import ReportConfig
+from synthmix.errors import UserError
+from synthmix.evaluate import FINAL_METRICS
+from synthmix.mixes import Mix
+from synthmix.progress import progress
+from synthmix.report import stats
+from synthmix.report.cells import Cell, Intervals
+from synthmix.rundir import Predictions, Run
+
+# Known only per run (not per test image): compared over seeds with a paired t-test.
+PER_RUN_METRICS = tuple(m for m in FINAL_METRICS if m not in stats.CLASSIFICATION_METRICS)
+
+
+class Pair(NamedTuple):
+    """One planned comparison: metric(b) - metric(a)."""
+
+    kind: str  # "baseline" (mix vs real-only), "ratio" (synthetic outnumbers real), "tuned" (tuned vs fixed)
+    a: Cell
+    b: Cell
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """metric(b) - metric(a) over the seeds both cells share, with Holm-adjusted p-values."""
+
+    model: str
+    kind: str
+    a: Cell
+    b: Cell
+    seeds: tuple[int, ...]
+    differences: Mapping[str, stats.Difference] = field(hash=False)
+    p_holm: Mapping[str, float] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Results:
+    """Everything the report states about a study: its cells, their intervals and the comparisons."""
+
+    cells: tuple[Cell, ...]
+    intervals: Intervals = field(hash=False)
+    comparisons: tuple[Comparison, ...]
+    baseline: Mix
+    confidence: float
+
+    @property
+    def alpha(self) -> float:
+        """The significance level: a change is significant when its Holm-adjusted p is below it."""
+        return 1 - self.confidence
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(c.model for c in self.cells))
+
+
+def planned_pairs(cells: Sequence[Cell], baseline: Mix) -> list[Pair]:
+    """Every comparison the report makes, per model.
+
+    baseline: each mix against the real-only baseline with the same hyperparameter source;
+    ratio: a mix where synthetic outnumbers real against one with as many images where real outnumbers
+    synthetic (e.g. 15r30s vs 30r15s): the two differ only in the ratio;
+    tuned: tuned against fixed hyperparameters for the same mix.
+    """
+    key = {(c.model, c.source, c.mix): c for c in cells}
+    pairs: list[Pair] = []
+    for cell in cells:
+        base = key.get((cell.model, cell.source, baseline))
+        if base is not None and cell.mix != baseline:
+            pairs.append(Pair("baseline", base, cell))
+    for cell in cells:
+        if cell.mix.synthetic > cell.mix.real:
+            pairs += [Pair("ratio", other, cell) for other in cells if _same_size_real_heavy(other, cell)]
+    for cell in cells:
+        fixed = key.get((cell.model, "fixed", cell.mix))
+        if cell.source == "tuned" and fixed is not None:
+            pairs.append(Pair("tuned", fixed, cell))
+    return pairs
+
+
+def _same_size_real_heavy(other: Cell, cell: Cell) -> bool:
+    """`other` has as many images as `cell` but more real than synthetic; both hold real and synthetic
+    images (all-real vs all-synthetic is a baseline comparison)."""
+    return (
+        (other.model, other.source) == (cell.model, cell.source)
+        and other.mix.real + other.mix.synthetic == cell.mix.real + cell.mix.synthetic
+        and other.mix.real > other.mix.synthetic
+        and other.mix.synthetic > 0
+        and cell.mix.real > 0
+    )
+
+
+def check_paired(reference: tuple[Run, Predictions], other: tuple[Run, Predictions]) -> None:
+    """Two runs can be compared image by image only if they list the same test images in the same order."""
+    (ref_run, ref), (run, pred) = reference, other
+    if run.classes != ref_run.classes:
+        raise UserError(
+            f"{run.dir}/run.json lists other classes than {ref_run.dir}/run.json, so the two runs cannot be "
+            "compared. Runs of one study must share the real set: rerun `synthmix train` for the stale runs."
+        )
+    if pred.paths != ref.paths or not np.array_equal(pred.true, ref.true):
+        row = next(
+            (i for i, (a, b) in enumerate(zip(ref.paths, pred.paths, strict=False)) if a != b),
+            min(len(ref.paths), len(pred.paths)),
+        )
+        first = ref.paths[row] if row < len(ref.paths) else "(no row)"
+        second = pred.paths[row] if row < len(pred.paths) else "(no row)"
+        raise UserError(
+            f"{run.dir}/predictions.csv does not list the same test images in the same order as "
+            f"{ref_run.dir}/predictions.csv (row {row + 1}: {second} vs {first}; {len(pred.paths)} vs "
+            f"{len(ref.paths)} rows), so they cannot be paired image by image. Both runs must be evaluated "
+            "on the current prepared/test.csv: delete the stale run folders and rerun `synthmix train`."
+        )
+
+
+class _PairedPredictions:
+    """predictions.csv of each run, read once and checked against the first run read of its model."""
+
+    def __init__(self, load: Callable[[Run], Predictions]) -> None:
+        self._load = load
+        self._read: dict[Path, Predictions] = {}
+        self._reference: dict[str, tuple[Run, Predictions]] = {}
+
+    def __call__(self, run: Run) -> Predictions:
+        if run.dir not in self._read:
+            pred = self._load(run)
+            ref = self._reference.setdefault(run.model, (run, pred))
+            check_paired(ref, (run, pred))
+            self._read[run.dir] = pred
+        return self._read[run.dir]
+
+
+@dataclass(frozen=True)
+class _Tested:
+    """One pair's differences before the Holm adjustment."""
+
+    pair: Pair
+    seeds: tuple[int, ...]
+    differences: dict[str, stats.Difference]
+
+
+def compare_cells(
+    pairs: Sequence[Pair], load: Callable[[Run], Predictions], cfg: ReportConfig
+) -> list[Comparison]:
+    """Run every planned comparison: bootstrap for classification metrics, paired t for per-run ones.
+
+    Pairs that share the same seeds are bootstrapped together in one vectorised call per model, so
+    every comparison of a model sees the same resampled test images.
+    """
+    predicted = _PairedPredictions(load)
+    groups: dict[tuple[str, tuple[int, ...]], list[Pair]] = defaultdict(list)
+    for pair in pairs:
+        shared = tuple(sorted(set(pair.a.seeds) & set(pair.b.seeds)))
+        groups[(pair.a.model, shared)].append(pair)
+    tested: list[_Tested] = []
+    for (_model, seeds), members in progress(list(groups.items()), "Comparing mixes"):
+        tested += _test_group(members, seeds, predicted, cfg)
+    holm = _holm_by_family(tested)
+    return [
+        Comparison(t.pair.a.model, t.pair.kind, t.pair.a, t.pair.b, t.seeds, t.differences, holm[i])
+        for i, t in enumerate(tested)
+    ]
+
+
+def _test_group(
+    members: Sequence[Pair], seeds: tuple[int, ...], predicted: _PairedPredictions, cfg: ReportConfig
+) -> list[_Tested]:
+    """The pairs of one model that share `seeds`, bootstrapped together."""
+    if not seeds:
+        nan = stats.Difference(math.nan, math.nan, math.nan, math.nan, "no seed in common")
+        return [_Tested(p, seeds, dict.fromkeys(FINAL_METRICS, nan)) for p in members]
+    involved = {c.name: c for p in members for c in (p.a, p.b)}
+    sets = {name: np.stack([predicted(c.run(s)).predicted for s in seeds]) for name, c in involved.items()}
+    first = next(iter(involved.values()))
+    boot = stats.bootstrap_differences(
+        predicted(first.run(seeds[0])).true,
+        sets,
+        [(p.a.name, p.b.name) for p in members],
+        len(first.classes),
+        samples=cfg.bootstrap_samples,
+        confidence=cfg.confidence,
+        seed=cfg.seed,
+    )
+    tested = []
+    for p in members:
+        per_run = {
+            m: stats.paired_t(
+                [p.a.run(s).metrics[m] for s in seeds], [p.b.run(s).metrics[m] for s in seeds], cfg.confidence
+            )
+            for m in PER_RUN_METRICS
+        }
+        tested.append(_Tested(p, seeds, {**boot[(p.a.name, p.b.name)], **per_run}))
+    return tested
+
+
+def _holm_by_family(tested: Sequence[_Tested]) -> list[dict[str, float]]:
+    """Holm-adjusted p-values; a family is one model, one kind, one hyperparameter source, one metric."""
+    holm: list[dict[str, float]] = [{} for _ in tested]
+    families: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
+    for i, t in enumerate(tested):
+        for metric in FINAL_METRICS:
+            families[(t.pair.a.model, t.pair.kind, t.pair.b.source, metric)].append(i)
+    for (_, _, _, metric), members in families.items():
+        adjusted = stats.holm_adjust([tested[i].differences[metric].p_value for i in members])
+        for i, p in zip(members, adjusted, strict=True):
+            holm[i][metric] = p
+    return holm
