@@ -4,8 +4,8 @@ One mix's training set (real + synthetic images of every class) trains the study
 three ways, same model, same batches of params.yaml's size, same optimizer:
 
 - compute alone: the batches already decoded, resized, cast to float and sliced; the lower bound.
-- synthmix: `store.load_images` (the decoded-image cache, warm: every epoch, mix and seed after the
-  first finds it filled) then `train.fit`, which indexes one float tensor per batch. The cold first
+- synthmix: `images.load_images` (the decoded-image cache, warm: every epoch, mix and seed after the
+  first finds it filled) then `fit.fit`, which indexes one float tensor per batch. The cold first
   decode is reported too, once per image for the whole study.
 - ImageFolder: torchvision's `ImageFolder` + `DataLoader` (PIL open, RGB, resize, to tensor) on every
   image of every epoch: the obvious way.
@@ -37,10 +37,12 @@ from torch import nn
 
 from synthmix.config import CNNConfig, TrainConfig
 from synthmix.data import read_manifest
-from synthmix.mixes import Mix, TrainingImage, read_synthetic_manifest, training_images
-from synthmix.models import build_model
-from synthmix.store import LabelledImages, load_images
-from synthmix.train import Hyperparameters, fit, fixed_hyperparameters
+from synthmix.fit import fit
+from synthmix.generate.manifest import read_synthetic_manifest
+from synthmix.hparams import Hyperparameters, fixed_hyperparameters
+from synthmix.images import LabelledImages, load_images
+from synthmix.mixes import Mix, TrainingImage, training_images
+from synthmix.models import MODELS
 
 SOURCES = {
     "digits": "embedded digits (8x8 PNG)",
@@ -51,7 +53,7 @@ SOURCES = {
 def train_steps(
     model: nn.Module, batches, hp: Hyperparameters, epochs: int, seed: int
 ) -> float:  # batches: a callable giving one epoch's (x, y) pairs
-    """Seconds per epoch of Adam + cross-entropy over `batches()`, the loop train.fit runs."""
+    """Seconds per epoch of Adam + cross-entropy over `batches()`, the loop fit.fit runs."""
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
@@ -114,9 +116,10 @@ def measure(study: Path, mix: Mix, size: int, epochs: int, rounds: int, workers:
         loader = DataLoader(dataset, batch_size=hp.batch_size, shuffle=True, num_workers=workers)
         return ((x.float(), y) for x, y in loader)
 
-    def model() -> nn.Module:
-        torch.manual_seed(0)
-        return build_model("cnn", len(classes), size, dropout=hp.dropout)
+    entry = MODELS["cnn"]
+
+    def model() -> nn.Module:  # seed 0, as fit builds it
+        return entry.build(len(classes), size, hp.dropout, cfg.cnn, entry.weights(cfg.cnn), 0)
 
     train_steps(model(), lambda: preloaded, hp, 1, 0)  # warm-up: one-off kernel set-up is no one's cost
     best: dict[str, float] = {}

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import dataclasses
 import os
 import pstats
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 from common import (
     append_results,
@@ -38,17 +36,24 @@ from common import (
     markdown_table,
     set_threads,
     stopwatch,
+    write_resnet50_weights,
 )
 from scipy.optimize import nnls
 
 from synthmix.config import load_params
-from synthmix.models import build_model
 from synthmix.train import train_stage
 
 MODELS = ("cnn", "resnet50")
 TEST_PER_CLASS = 10
 STUDY = {"classes": 90, "n": 30, "test": 30, "seeds": 3, "epochs": {"cnn": 50, "resnet50": 20}}
-PROFILED = ("_fit_all", "log_run_to_mlflow", "load_images", "write_run_scores", "write_summaries")
+PROFILED = (
+    "_fit_all",
+    "precompute_features",
+    "log_training_run",
+    "load_images",
+    "write_results",
+    "write_summaries",
+)
 
 
 def grid_per_class(n: int) -> list[tuple[int, int]]:
@@ -88,8 +93,8 @@ def run_stage(study: Path, model: str, tag: str, profile: cProfile.Profile | Non
     os.chdir(study)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{study / f'mlflow-{tag}.db'}"
     params = load_params(Path("params.yaml"))
-    train = dataclasses.replace(params.train, runs_dir=Path(f"runs-{tag}"), cache_dir=Path(f".cache-{tag}"))
-    params = dataclasses.replace(params, train=train)
+    train = params.train.model_copy(update={"runs_dir": Path(f"runs-{tag}"), "cache_dir": Path(f".cache-{tag}")})
+    params = params.model_copy(update={"train": train})
     if profile:
         profile.enable()
     with stopwatch() as t:
@@ -133,9 +138,7 @@ def main() -> None:
     profiled_total = 0.0
     largest = (max(args.classes), max(args.n))
     with tempfile.TemporaryDirectory(prefix="synthmix-bench-scale-") as tmp:
-        weights = Path(tmp) / "resnet50.pth"  # a weights file, so features are shared across seeds
-        torch.manual_seed(0)
-        torch.save(build_model("resnet50", 10, 224, dropout=0.0).backbone.state_dict(), weights)
+        weights = write_resnet50_weights(Path(tmp) / "resnet50.pth")  # features shared across seeds
         # Extra points vary epochs and seeds alone, so per-epoch, per-run and per-image costs separate.
         middle = args.classes[len(args.classes) // 2]
         plan = [(c, n, args.epochs, 1) for n in args.n for c in args.classes]
@@ -203,8 +206,9 @@ five mixes, 3 seeds, 50 CNN / 20 ResNet50 epochs) at {args.image_size} px on thi
 {markdown_table(["model", "runs", "image-epochs", "unique images", "predicted (s)", "predicted (min)"], predictions)}
 
 Where the {profiled_total:.3g} s of the {largest[0]}-class, n={largest[1]} points (both models) went (cProfile of the
-stage's main process, cumulative; `_fit_all` is the time spent waiting for the train.workers processes that
-run `fit`, so fitting itself is inside it):
+stage's main process, cumulative; `precompute_features` is ResNet50's one backbone pass over the unique images,
+in the main process before runs go out; `_fit_all` is the time spent waiting for the train.workers processes
+that run `fit`, so fitting itself is inside it):
 
 {markdown_table(["function", "calls", "seconds", "share"], profile_rows(profile, profiled_total))}
 """

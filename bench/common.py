@@ -66,6 +66,10 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
     return min(times)
 
 
+def median(values: Sequence[float]) -> float:
+    return float(np.median(values))
+
+
 # --- the machine and the command ------------------------------------------------------------------
 
 
@@ -140,6 +144,20 @@ def append_results(title: str, command: str, machine: str, body: str, results: P
     print(f"Appended '{title}' to {results}")
 
 
+# --- a ResNet50 weights file ----------------------------------------------------------------------
+
+
+def write_resnet50_weights(path: Path, seed: int = 0) -> Path:
+    """A random torchvision ResNet50 state dict at `path`, standing in for ImageNet's file (benches are
+    offline): like ImageNet's weights, one file's backbone features are shared by every seed."""
+    import torch
+    from torchvision.models import resnet50
+
+    torch.manual_seed(seed)
+    torch.save(resnet50(weights=None).state_dict(), path)
+    return path
+
+
 # --- study-shaped data sets in a temporary folder -------------------------------------------------
 
 
@@ -185,10 +203,12 @@ def make_study_dir(
 
     source "digits": the embedded handwritten digits (10 classes); the digits the split leaves over
     stand in for generated images. source "random": photo-like random images of image_px pixels.
-    The split is synthmix's own (data.prepare_split); the synthetic manifest is mixes' own format.
+    The split is synthmix's own (data.prepare_split); the synthetic manifest is written by its owner,
+    synthmix.generate.manifest.
     """
-    from synthmix.data import prepare_split, sha256_file, write_default_data
-    from synthmix.mixes import SyntheticRow, write_synthetic_manifest
+    from synthmix.data import prepare_split, write_default_data
+    from synthmix.files import sha256_file
+    from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
 
     root.mkdir(parents=True, exist_ok=True)
     here = Path.cwd()

@@ -1,9 +1,9 @@
-"""The report stage on constructed runs/ folders that follow docs/layout.md."""
+"""The report stage on runs/ folders written by the real run writer (synthmix.rundir)."""
 
 from __future__ import annotations
 
 import csv
-import json
+import dataclasses
 import os
 import re
 import shutil
@@ -12,15 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from conftest import write_image
-from synthmix import stats
+from synthmix import rundir, tracking
 from synthmix.cli import run as cli
 from synthmix.config import load_params
 from synthmix.data import SplitRow, write_manifest
 from synthmix.errors import UserError
+from synthmix.evaluate import evaluate
 from synthmix.mixes import Mix, SyntheticRow, write_synthetic_manifest
 from synthmix.report import write_report
 
@@ -51,55 +53,36 @@ def write_run(
     done: bool = True,
     parent_run_id: str = "",
 ) -> Path:
-    """A finished run folder exactly as docs/layout.md describes, for the given predictions."""
+    """A finished run folder written by rundir.write_run, as `synthmix train` leaves it, for the given
+    predictions (scored by synthmix.evaluate from logits that put the prediction first)."""
     k = len(classes)
     true = np.repeat(np.arange(k), per_class)
-    paths = [f"data/{classes[c]}/{i:04d}.png" for c in range(k) for i in range(per_class)]  # sorted by path
-    run_dir = root / "runs" / model / mix / (f"tuned-seed{seed}" if source == "tuned" else f"seed{seed}")
-    run_dir.mkdir(parents=True)
-    metrics = stats.classification_metrics(true, predicted, k)
-    metrics["test_loss"] = round(2.0 * (1.0 - metrics["accuracy"]) + 0.01 * seed, 6)
-    (run_dir / "run.json").write_text(
-        json.dumps(
-            {
-                "model": model,
-                "mix": mix,
-                "seed": seed,
-                "weights": "random" if model == "cnn" else "imagenet",
-                "hyperparameters": {"lr": 0.01, "epochs": 4, "batch_size": 32},
-                "hyperparameter_source": source,
-                "fingerprint": f"{model}{mix}{seed}{source}".ljust(16, "0"),
-                "classes": list(classes),
-                "mlflow_run_id": f"run-{model}-{mix}-{seed}",
-                "mlflow_parent_run_id": parent_run_id,
-                "train_images": k * (Mix.parse(mix).real + Mix.parse(mix).synthetic),
-            }
-        )
+    paths = [Path(f"data/{classes[c]}/{i:04d}.png") for c in range(k) for i in range(per_class)]
+    logits = torch.nn.functional.one_hot(torch.as_tensor(predicted), k).float() * (3.0 + 0.1 * seed)
+    evaluation = evaluate(logits, torch.as_tensor(true), classes)
+    accuracy = evaluation.metrics["accuracy"]
+    history = [(e, 2 / e, min(1, accuracy * e / 4 + 0.1), 2.2 / e, accuracy * e / 4) for e in range(1, 5)]
+    m = Mix.parse(mix)
+    record = rundir.RunRecord(
+        model=model,
+        mix=m,
+        seed=seed,
+        weights="random" if model == "cnn" else "imagenet",
+        hyperparameters={"lr": 0.01, "epochs": 4, "batch_size": 32},
+        hyperparameter_source=source,
+        fingerprint=f"{model}{mix}{seed}{source}".ljust(16, "0"),
+        classes=tuple(classes),
+        train_images=k * (m.real + m.synthetic),
+        real_images=k * m.real,
+        synthetic_images=k * m.synthetic,
+        image_size=32,
+        mlflow_run_id=f"run-{model}-{mix}-{seed}",
+        mlflow_parent_run_id=parent_run_id,
     )
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    with open(run_dir / "history.csv", "w") as fh:
-        fh.write("epoch,train_loss,train_accuracy,test_loss,test_accuracy\n")
-        for epoch in range(1, 5):
-            acc = metrics["accuracy"] * epoch / 4
-            fh.write(f"{epoch},{2 / epoch},{min(1, acc + 0.1)},{2.2 / epoch},{acc}\n")
-    confusion = np.zeros((k, k), dtype=int)
-    np.add.at(confusion, (true, predicted), 1)
-    with open(run_dir / "confusion.csv", "w") as fh:
-        fh.write("true," + ",".join(classes) + "\n")
-        for c in range(k):
-            fh.write(classes[c] + "," + ",".join(map(str, confusion[c])) + "\n")
-    with open(run_dir / "per_class.csv", "w") as fh:
-        fh.write("class,precision,recall,f1,support\n")
-        for c in range(k):
-            tp, npred, ntrue = confusion[c, c], confusion[:, c].sum(), confusion[c].sum()
-            p, r = (tp / npred if npred else 0.0), tp / ntrue
-            fh.write(f"{classes[c]},{p},{r},{2 * tp / (npred + ntrue)},{ntrue}\n")
-    with open(run_dir / "predictions.csv", "w") as fh:
-        fh.write("path,class,predicted,correct\n")
-        for path, t, p in zip(paths, true, predicted, strict=True):
-            fh.write(f"{path},{classes[t]},{classes[p]},{int(t == p)}\n")
-    if done:
-        (run_dir / "DONE").write_text("")
+    run_dir = root / "runs" / model / mix / (f"tuned-seed{seed}" if source == "tuned" else f"seed{seed}")
+    rundir.write_run(run_dir, record, evaluation, history, paths, true.tolist())
+    if not done:
+        rundir.begin(run_dir)  # what an interrupted rerun leaves: the folder without DONE
     return run_dir
 
 
@@ -129,9 +112,16 @@ def write_inputs(root: Path, classes=CLASSES) -> None:
     write_synthetic_manifest(synthetic, root / "synthetic" / "manifest.csv")
 
 
-def write_params(root: Path, mixes=("30r0s", "30r15s", "30r30s"), models=("cnn",), seeds=(0, 1, 2), **report):
+def write_params(
+    root: Path,
+    mixes=("30r0s", "30r15s", "30r30s"),
+    models=("cnn",),
+    seeds=(0, 1, 2),
+    baseline="30r0s",
+    **report,
+):
     params = {
-        "study": {"mixes": list(mixes), "models": list(models), "seeds": list(seeds), "baseline": "30r0s"},
+        "study": {"mixes": list(mixes), "models": list(models), "seeds": list(seeds), "baseline": baseline},
         "report": {"bootstrap_samples": 2000, **report},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -259,7 +249,7 @@ def test_without_a_baseline_the_report_says_so_and_shows_no_changes(in_tmp):
     ]
 
 
-def test_tuned_runs_sit_beside_fixed_ones_and_30r30s_figures_fall_back_to_the_best_mix(in_tmp):
+def test_tuned_runs_sit_beside_fixed_ones_and_unused_runs_are_counted(in_tmp):
     write_params(in_tmp, mixes=("30r0s", "30r15s", "15r30s"), seeds=(0, 1))
     for seed in range(2):
         write_run(in_tmp, "cnn", "30r0s", seed, predictions(seed, 0.4))
@@ -277,27 +267,71 @@ def test_tuned_runs_sit_beside_fixed_ones_and_30r30s_figures_fall_back_to_the_be
     assert "synthetic outnumbering real (15r30s vs 30r15s, both 45 images a class): macro F1 -" in words
     md = (in_tmp / "reports" / "report.md").read_text()
     assert "## Tuned vs fixed hyperparameters" in md
-    assert "30r0s vs 30r15s" in md  # the curves fall back to the best non-baseline mix
+    assert "30r0s vs 30r15s (the study's Figs. 4-5)" in md  # 30 real images and the most synthetic ones
     assert "1 finished runs outside this study" in md and "1 unfinished" in md
 
 
+def _curves_caption(root: Path) -> str:
+    md = (root / "reports" / "report.md").read_text()
+    return next(line for line in md.splitlines() if line.startswith("*") and "Figs. 4-5" in line)
+
+
+def test_the_figures_compare_the_baseline_with_the_mix_adding_the_most_synthetic_images(in_tmp):
+    """Not a fixed 30r30s: the mix with the baseline's real count and the most synthetic images, even when
+    another mix scores better; without such a mix, the best other mix. The caption says which rule."""
+    write_params(in_tmp, mixes=("10r0s", "10r10s", "10r20s", "5r20s"), seeds=(0, 1), baseline="10r0s")
+    for seed in range(2):
+        write_run(in_tmp, "cnn", "10r0s", seed, predictions(seed, 0.4))
+        write_run(in_tmp, "cnn", "10r10s", seed, predictions(10 + seed, 0.3))
+        write_run(in_tmp, "cnn", "10r20s", seed, predictions(20 + seed, 0.35))
+        write_run(in_tmp, "cnn", "5r20s", seed, predictions(30 + seed, 0.05))  # the best mix
+    write_report(load_params(), log_to_mlflow=False)
+    caption = _curves_caption(in_tmp)
+    assert "10r0s vs 10r20s" in caption
+    assert "the mix with the baseline's 10 real images and the most synthetic ones" in caption
+
+    write_params(in_tmp, mixes=("10r0s", "5r20s", "0r20s"), seeds=(0, 1), baseline="10r0s")
+    for seed in range(2):
+        write_run(in_tmp, "cnn", "0r20s", seed, predictions(40 + seed, 0.5))
+    write_report(load_params(), log_to_mlflow=False)
+    caption = _curves_caption(in_tmp)
+    assert "10r0s vs 5r20s" in caption
+    assert "the best mix by mean macro F1 (no mix adds synthetic images to the baseline's 10 real" in caption
+
+
+def _logged(run_id: str) -> tuple[set[str], dict[str, float], dict[str, str]]:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    return {a.path for a in client.list_artifacts(run_id, "report")}, run.data.metrics, run.data.tags
+
+
+@pytest.mark.slow
 def test_report_logs_to_the_sweep_parent_mlflow_run(study, monkeypatch):
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{study / 'mlflow.db'}")
-    from synthmix.tracking import configure
-
-    configure()
+    tracking.configure()
     with mlflow.start_run(run_name="sweep") as parent:
         pass
-    for run_json in study.glob("runs/*/*/*/run.json"):
-        info = json.loads(run_json.read_text())
-        run_json.write_text(json.dumps(info | {"mlflow_parent_run_id": parent.info.run_id}))
+    for run_dir in study.glob("runs/*/*/*"):  # the runs name the sweep as their parent, as train records it
+        record = rundir.read_run(run_dir).record
+        rundir.finish(run_dir, dataclasses.replace(record, mlflow_parent_run_id=parent.info.run_id))
     assert cli(["report"]) == 0
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "report")}
+    artifacts, logged, _ = _logged(parent.info.run_id)
     assert {"report/report.html", "report/summary.csv", "report/figures"} <= artifacts
-    logged = mlflow.MlflowClient().get_run(parent.info.run_id).data.metrics
     assert logged["report.cnn.fixed.30r30s.f1_macro"] > logged["report.cnn.fixed.30r0s.f1_macro"]
+
+
+@pytest.mark.slow
+def test_without_a_sweep_parent_the_report_logs_to_a_new_report_run(study, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{study / 'mlflow.db'}")
+    result = write_report(load_params())  # the runs name no parent run
+    assert result.mlflow_run_id
+    artifacts, logged, tags = _logged(result.mlflow_run_id)
+    assert "report/report.md" in artifacts and "report.cnn.fixed.30r15s.f1_macro" in logged
+    assert tags[tracking.STAGE] == "report" and tracking.GIT_COMMIT in tags
 
 
 def test_bad_report_params_are_refused_naming_the_key(in_tmp, capsys):

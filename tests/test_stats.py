@@ -9,7 +9,8 @@ import pytest
 from scipy import stats as scipy_stats
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from synthmix import stats
+from synthmix.evaluate import FINAL_METRICS
+from synthmix.report import stats
 
 
 def _predictions(rng: np.random.Generator, y: np.ndarray, error_rate: float, n_classes: int, seeds: int):
@@ -38,6 +39,12 @@ def test_classification_metrics_equal_scikit_learn_with_zero_division_0():
     assert ours == pytest.approx(
         {"accuracy": accuracy_score(y, pred), "precision_macro": p, "recall_macro": r, "f1_macro": f}
     )
+
+
+def test_the_bootstrapped_metrics_are_the_final_metrics_computable_from_predictions():
+    counts = stats.metrics_from_counts(np.array([1, 2]), np.array([2, 2]), np.array([2, 2]))
+    assert tuple(counts) == stats.CLASSIFICATION_METRICS
+    assert set(stats.CLASSIFICATION_METRICS) < set(FINAL_METRICS)  # the rest (test loss) needs the logits
 
 
 def test_identical_predictions_give_zero_change_and_p_1():

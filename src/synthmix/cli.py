@@ -171,7 +171,7 @@ def tune_command(
     trials between them; rerun it to continue an interrupted study.
     """
     from synthmix.hparams import ensure_best_params_file
-    from synthmix.tune import run_tuning
+    from synthmix.tune.stage import run_tuning
 
     params = _params(params_file)
     if if_enabled and not params.tune.enabled:

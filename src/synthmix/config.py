@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -173,6 +173,7 @@ class GenerateConfig(Section):
 class ModelSection(Section):
     """What every train.<model> section holds. A new backbone is a subclass and a TrainConfig field."""
 
+    dropout_field: ClassVar[str]  # the field with the dropout before the classifier head
     lr: PositiveFloat
     weight_decay: NonNegativeFloat
     epochs: PositiveInt
@@ -180,19 +181,21 @@ class ModelSection(Section):
     @property
     def dropout(self) -> float:
         """The dropout before the classifier head: the one the head uses and the search replaces."""
-        raise NotImplementedError
+        return getattr(self, self.dropout_field)
+
+    @property
+    def searched_fields(self) -> tuple[str, ...]:
+        """The fields a tuned entry replaces; the others stay as params.yaml sets them."""
+        return ("lr", "weight_decay", "epochs", self.dropout_field)
 
 
 class CNNConfig(ModelSection):
+    dropout_field = "fc_dropout"
     lr: PositiveFloat = 0.001  # study: 0.0075 (128 px); at 32 px on the digits 0.0075 never leaves chance
     weight_decay: NonNegativeFloat = 1e-4
     epochs: PositiveInt = 50
     conv_dropout: Fraction = 0.1
     fc_dropout: Fraction = 0.5
-
-    @property
-    def dropout(self) -> float:
-        return self.fc_dropout
 
 
 _WEIGHTS_SOURCES = "use imagenet, none, auto, or the path of a state-dict file (e.g. weights/resnet50.pth)."
@@ -203,15 +206,12 @@ def _weights_source(value: str) -> bool:
 
 
 class ResNetConfig(ModelSection):
+    dropout_field = "head_dropout"
     lr: PositiveFloat = 0.001
     weight_decay: NonNegativeFloat = 0.001
     epochs: PositiveInt = 20
     weights: Annotated[str, _require(_weights_source, _WEIGHTS_SOURCES)] = "auto"
     head_dropout: Fraction = 0.0  # dropout before the new classification head (the study used none)
-
-    @property
-    def dropout(self) -> float:
-        return self.head_dropout
 
 
 class TrainConfig(Section):

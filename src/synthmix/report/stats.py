@@ -132,15 +132,7 @@ def bootstrap_differences(
     if len(n_seeds) != 1 or any(s.shape[1] != n for s in sets.values()):
         raise ValueError("every prediction set needs the same (seeds, images) shape as y_true's images")
     (s_count,) = n_seeds
-    eye = np.eye(n_classes, dtype=np.float32)
-    truth = eye[y_true]
-    blocks = [truth]
-    for name in names:
-        for row in sets[name]:
-            blocks.append(truth * (row == y_true)[:, None])  # true positives by class
-            blocks.append(eye[row])  # predicted as class
-    # (classes * (1 + 2 * sets * seeds), images), sparse: each image hits one class per block
-    indicators_t = sparse.csr_matrix(np.hstack(blocks).T)
+    indicators_t = _indicators(y_true, [sets[name] for name in names], n_classes)
 
     def metrics_of(counts: np.ndarray) -> dict[str, np.ndarray]:
         """counts (r, K) -> metric name -> (r, sets, seeds)."""
@@ -180,6 +172,19 @@ def bootstrap_differences(
             estimate = float((full[metric][0, index[b]] - full[metric][0, index[a]]).mean())
             out[(a, b)][metric] = _percentile_difference(estimate, deltas, confidence, method)
     return out
+
+
+def _indicators(y_true: np.ndarray, sets: Sequence[np.ndarray], n_classes: int) -> sparse.csr_matrix:
+    """(classes * (1 + 2 * sets * seeds), images), sparse: each image's true class, then per set and
+    seed its class again if predicted right (true positives) and its predicted class."""
+    eye = np.eye(n_classes, dtype=np.float32)
+    truth = eye[y_true]
+    blocks = [truth]
+    for rows in sets:
+        for row in rows:
+            blocks.append(truth * (row == y_true)[:, None])  # true positives by class
+            blocks.append(eye[row])  # predicted as class
+    return sparse.csr_matrix(np.hstack(blocks).T)
 
 
 def paired_bootstrap(

@@ -97,7 +97,9 @@ def metric_table(cells: Sequence[Cell], intervals: Intervals) -> Table:
         )
         for c in cells
     )
-    return Table(("model", "hyperparameters", "mix", "seeds", *(METRIC_LABELS[m] for m in FINAL_METRICS)), rows)
+    return Table(
+        ("model", "hyperparameters", "mix", "seeds", *(METRIC_LABELS[m] for m in FINAL_METRICS)), rows
+    )
 
 
 def change_table(comparisons: Sequence[Comparison], alpha: float) -> Table:
