@@ -105,7 +105,10 @@ def synthmix_grid(train_sets, test_rows, index, seeds: Sequence[int], hp: Hyperp
     with stopwatch() as total:
         with stopwatch() as decode:
             test = load_set(test_rows, index, cfg.image_size, cfg.cache_dir)
-            stores = {mix: load_set(items, index, cfg.image_size, cfg.cache_dir) for mix, items in train_sets.items()}
+            stores = {
+                mix: load_set(items, index, cfg.image_size, cfg.cache_dir)
+                for mix, items in train_sets.items()
+            }
         with stopwatch() as features:
             precompute_features(MODEL, seeds, [test, *stores.values()], len(index), cfg)
         with stopwatch() as fits:
@@ -179,7 +182,9 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=30, help="Synthetic images per class.")
     parser.add_argument("--seeds", type=int, default=3, help="Seeds per mix (the study's 3).")
     parser.add_argument("--epochs", type=int, default=20, help="Head epochs (the study's 20).")
-    parser.add_argument("--rounds", type=int, default=3, help="Synthmix passes, each between two limit passes.")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Synthmix passes, each between two limit passes."
+    )
     parser.add_argument("--loop-epochs", type=int, default=1, help="Epochs of the study's loop (0: skip it).")
     parser.add_argument("--no-profile", action="store_true", help="Skip the separate cProfile pass.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores).")
@@ -202,7 +207,9 @@ def main() -> None:
         train_sets = {mix: training_images(train_rows, synthetic_rows, mix) for mix in grid}
         seeds = tuple(range(args.seeds))
         weights_file = write_resnet50_weights(root / "resnet50.pth")
-        unique_items = {i.sha256: i for s in train_sets.values() for i in s} | {r.sha256: r for r in test_rows}
+        unique_items = {i.sha256: i for s in train_sets.values() for i in s} | {
+            r.sha256: r for r in test_rows
+        }
 
         rows, phases, rounds_rows, loop_rows, profiles = [], [], [], [], []
         for size in args.sizes:
@@ -252,7 +259,9 @@ def main() -> None:
                 model = entry.build(len(index), size, hp.dropout, cfg.resnet50, weights, 0)
                 measured = study_loop(model, loop_train, loop_test, hp, args.loop_epochs, seed=0)
                 per_forward = measured / (args.loop_epochs * (len(loop_train) + len(loop_test)))
-                grid_forwards = len(seeds) * args.epochs * sum(len(s) + len(test_rows) for s in train_sets.values())
+                grid_forwards = (
+                    len(seeds) * args.epochs * sum(len(s) + len(test_rows) for s in train_sets.values())
+                )
                 full = per_forward * grid_forwards
                 loop_rows.append([
                     size, f"{measured:.3g} s ({loop_mix.name}, seed 0, {args.loop_epochs} epoch(s))",
@@ -315,7 +324,9 @@ synthmix's phases (medians over rounds, seconds; "features / limit" is precomput
 """
     print(body)
     if not args.no_append:
-        append_results("Frozen ResNet50 over the study's grid: synthmix vs one backbone pass", command, machine, body)
+        append_results(
+            "Frozen ResNet50 over the study's grid: synthmix vs one backbone pass", command, machine, body
+        )
 
 
 PHASES = ("decode", "features", "fits")

@@ -93,7 +93,9 @@ def run_stage(study: Path, model: str, tag: str, profile: cProfile.Profile | Non
     os.chdir(study)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{study / f'mlflow-{tag}.db'}"
     params = load_params(Path("params.yaml"))
-    train = params.train.model_copy(update={"runs_dir": Path(f"runs-{tag}"), "cache_dir": Path(f".cache-{tag}")})
+    train = params.train.model_copy(
+        update={"runs_dir": Path(f"runs-{tag}"), "cache_dir": Path(f".cache-{tag}")}
+    )
     params = params.model_copy(update={"train": train})
     if profile:
         profile.enable()

@@ -290,7 +290,7 @@ def test_the_figures_compare_the_baseline_with_the_mix_adding_the_most_synthetic
     assert "10r0s vs 10r20s" in caption
     assert "the mix with the baseline's 10 real images and the most synthetic ones" in caption
 
-    write_params(in_tmp, mixes=("10r0s", "5r20s", "0r20s"), seeds=(0, 1), baseline="10r0s")
+    write_params(in_tmp, mixes=("10r0s", "0r20s", "5r20s"), seeds=(0, 1), baseline="10r0s")
     for seed in range(2):
         write_run(in_tmp, "cnn", "0r20s", seed, predictions(40 + seed, 0.5))
     write_report(load_params(), log_to_mlflow=False)

@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
+from datetime import datetime
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
+import sqlalchemy
 import yaml
+from optuna.trial import TrialState
 from tests.conftest import write_image
 
-from synthmix import cli, tune
+from synthmix import cli
 from synthmix.config import TrainConfig, load_params
 from synthmix.data import prepare_split, read_manifest, sha256_file
 from synthmix.errors import UserError
-from synthmix.mixes import Mix, SyntheticRow, TrainingImage, write_synthetic_manifest
-from synthmix.train import fixed_hyperparameters, tuned_hyperparameters
+from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
+from synthmix.hparams import (
+    Hyperparameters,
+    fixed_hyperparameters,
+    read_best_params,
+    tuned_hyperparameters,
+    write_best_params,
+)
+from synthmix.mixes import Mix, TrainingImage
+from synthmix.tune import storage as tune_storage
+from synthmix.tune.data import mix_training_set, study_name, validation_split
+from synthmix.tune.space import TrialSeededTPESampler, suggest_hyperparameters
+from synthmix.tune.stage import MLFLOW_EXPERIMENT, tune_mix
+from synthmix.tune.storage import FINISHED, WAIT_SECONDS, create_study, open_storage
 
 CLASSES = ("a", "b", "c")
 
@@ -30,7 +46,7 @@ CLASSES = ("a", "b", "c")
 # --- a tiny project: 3 classes, 8 train + 2 test real images, 4 synthetic images per class -----------
 
 
-def write_params(root: Path, storage: str, **tune_overrides) -> Path:
+def write_params(root: Path, storage: str, cnn: dict | None = None, **tune_overrides) -> Path:
     tune_cfg = {
         "trials": 4,
         "storage": storage,
@@ -38,14 +54,13 @@ def write_params(root: Path, storage: str, **tune_overrides) -> Path:
         "batch_size": [8, 16],
         "pruning_startup_trials": 1,
         "pruning_warmup_epochs": 1,
-        "heartbeat_seconds": 1,
         **tune_overrides,
     }
     params = {
         "data": {"train_per_class": 8, "test_per_class": 2},
         "generate": {"images_per_class": 4},
         "study": {"mixes": ["8r0s", "8r4s"], "models": ["cnn"], "seeds": [0], "baseline": "8r0s"},
-        "train": {"image_size": 32, "cache_dir": ".cache"},
+        "train": {"image_size": 32, "cache_dir": ".cache", "cnn": cnn or {}},
         "tune": tune_cfg,
     }
     path = root / "params.yaml"
@@ -55,8 +70,13 @@ def write_params(root: Path, storage: str, **tune_overrides) -> Path:
 
 @pytest.fixture(scope="module")
 def mlflow_db(tmp_path_factory) -> str:
-    """One MLflow store for the module: creating its tables takes seconds, each test's runs are its own."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    """One MLflow store for the module: creating its tables takes seconds, each test's runs are its own.
+
+    The tables are created here, so that time shows as this fixture's, not as the first test's.
+    """
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).search_experiments()
+    return uri
 
 
 @pytest.fixture
@@ -84,7 +104,7 @@ def project(in_tmp: Path, monkeypatch: pytest.MonkeyPatch, mlflow_db: str) -> Pa
 def finished_trials(storage: str) -> list[optuna.trial.FrozenTrial]:
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
-    return study.get_trials(states=tune.FINISHED)
+    return study.get_trials(states=FINISHED)
 
 
 # --- the validation split --------------------------------------------------------------------------
@@ -101,23 +121,23 @@ def _images(real: int, synthetic: int) -> list[TrainingImage]:
 
 def test_validation_split_is_stratified_per_class_and_source_seeded_and_disjoint():
     images = _images(real=10, synthetic=5)
-    train, validation = tune.validation_split(images, fraction=0.2, seed=0)
+    train, validation = validation_split(images, fraction=0.2, seed=0)
     assert sorted(train + validation) == list(range(len(images)))
     for label in CLASSES:
         picked = [images[i] for i in validation if images[i].label == label]
         assert sum(i.source == "real" for i in picked) == 2  # 20% of 10
         assert sum(i.source == "synthetic" for i in picked) == 1  # 20% of 5
-    assert tune.validation_split(images, 0.2, seed=0) == (train, validation)
-    assert tune.validation_split(images, 0.2, seed=1)[1] != validation
+    assert validation_split(images, 0.2, seed=0) == (train, validation)
+    assert validation_split(images, 0.2, seed=1)[1] != validation
     # The choice follows content, not listing order.
     shuffled = list(reversed(images))
-    _, validation_shuffled = tune.validation_split(shuffled, 0.2, seed=0)
+    _, validation_shuffled = validation_split(shuffled, 0.2, seed=0)
     assert {shuffled[i].sha256 for i in validation_shuffled} == {images[i].sha256 for i in validation}
 
 
 def test_validation_split_keeps_a_training_image_in_every_group():
     images = _images(real=2, synthetic=1)
-    train, validation = tune.validation_split(images, fraction=0.9, seed=0)
+    train, validation = validation_split(images, fraction=0.9, seed=0)
     for label in CLASSES:
         assert any(images[i].label == label and images[i].source == "real" for i in train)
         assert sum(images[i].label == label for i in validation) == 1  # the lone synthetic one trains
@@ -128,10 +148,10 @@ def test_validation_split_keeps_a_training_image_in_every_group():
 
 def test_best_params_merge_keeps_other_entries_and_training_reads_them(tmp_path):
     path = tmp_path / "tuned" / "best_params.yaml"
-    entry = {"lr": 0.01, "weight_decay": 1e-4, "dropout": 0.3, "epochs": 7, "batch_size": 16}
-    tune.write_best_params(path, "cnn", Mix(30, 0), {**entry, "value": 0.5, "trials": 20})
-    tune.write_best_params(path, "cnn", Mix(30, 30), {**entry, "lr": 0.02, "value": 0.4, "trials": 20})
-    tune.write_best_params(path, "resnet50", Mix(30, 0), {**entry, "value": 0.3, "trials": 5})
+    hp = Hyperparameters(lr=0.01, weight_decay=1e-4, epochs=7, batch_size=16, dropout=0.3)
+    write_best_params(path, "cnn", Mix(30, 0), hp, value=0.5, trials=20)
+    write_best_params(path, "cnn", Mix(30, 30), dataclasses.replace(hp, lr=0.02), value=0.4, trials=20)
+    write_best_params(path, "resnet50", Mix(30, 0), hp, value=0.3, trials=5)
     content = yaml.safe_load(path.read_text())
     assert set(content) == {"cnn", "resnet50"} and set(content["cnn"]) == {"30r0s", "30r30s"}
     # What training reads with train.use_tuned: true.
@@ -141,12 +161,13 @@ def test_best_params_merge_keeps_other_entries_and_training_reads_them(tmp_path)
     assert [p.name for p in path.parent.iterdir() if "tmp" in p.name] == []
     path.write_text("- just\n- a list\n")
     with pytest.raises(UserError, match="not a best-parameters file"):
-        tune.read_best_params(path)
+        read_best_params(path)
 
 
 # --- tuning end to end (in process) ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_study_sees_only_the_mix_training_set_logs_nested_runs_and_writes_best_params(project, monkeypatch):
     params = load_params("params.yaml")
     test_rows = read_manifest(Path("prepared/test.csv"))
@@ -154,17 +175,17 @@ def test_a_study_sees_only_the_mix_training_set_logs_nested_runs_and_writes_best
     Path("prepared/test.csv").write_text("garbage, not a manifest\n")
     for row in test_rows:
         row.path.unlink()
-    import synthmix.store
+    import synthmix.images
 
     loaded: list[str] = []
-    real_load = synthmix.store.load_images
+    real_load = synthmix.images.load_images
 
     def recording_load(paths, labels, sha256s, size, cache_dir):
         loaded.extend(sha256s)
         return real_load(paths, labels, sha256s, size, cache_dir)
 
-    monkeypatch.setattr(synthmix.store, "load_images", recording_load)
-    result = tune.tune_mix("cnn", Mix(8, 4), params, trials=4)
+    monkeypatch.setattr(synthmix.images, "load_images", recording_load)
+    result = tune_mix("cnn", Mix(8, 4), params, trials=4)
 
     assert result.finished_trials == 4 and result.trials_here == 4
     assert not {r.sha256 for r in test_rows} & set(loaded)
@@ -181,7 +202,7 @@ def test_a_study_sees_only_the_mix_training_set_logs_nested_runs_and_writes_best
 
     client = mlflow.MlflowClient()
     children = client.search_runs(
-        [client.get_experiment_by_name(tune.MLFLOW_EXPERIMENT).experiment_id],
+        [client.get_experiment_by_name(MLFLOW_EXPERIMENT).experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'",
     )
     assert len(children) == 4
@@ -195,9 +216,10 @@ def test_a_study_sees_only_the_mix_training_set_logs_nested_runs_and_writes_best
     assert ("optuna/param_importances.png" in figures) == (len(completed) >= 2)
 
 
+@pytest.mark.slow
 def test_rerun_continues_the_study_without_repeating_trials(project):
     params = load_params("params.yaml")
-    first = tune.tune_mix("cnn", Mix(8, 0), params, trials=1)
+    first = tune_mix("cnn", Mix(8, 0), params, trials=1)
     client = mlflow.MlflowClient()
     # One trial: nothing to compare importances on, so that figure is skipped, with a note.
     assert {f.path for f in client.list_artifacts(first.mlflow_run_id, "optuna")} == {
@@ -205,26 +227,49 @@ def test_rerun_continues_the_study_without_repeating_trials(project):
     }
     assert "fewer than 2" in client.get_run(first.mlflow_run_id).data.tags["param_importances"]
 
-    more = tune.tune_mix("cnn", Mix(8, 0), params, trials=3)
-    again = tune.tune_mix("cnn", Mix(8, 0), params, trials=3)
+    more = tune_mix("cnn", Mix(8, 0), params, trials=3)
+    again = tune_mix("cnn", Mix(8, 0), params, trials=3)
     assert (first.trials_here, more.trials_here, again.trials_here) == (1, 2, 0)
     assert first.study_name == more.study_name and first.mlflow_run_id == more.mlflow_run_id
     assert [t.number for t in finished_trials(params.tune.storage)] == [0, 1, 2]
 
 
-def test_a_dead_workers_running_trial_is_failed_and_replaced(project):
-    params = load_params("params.yaml")
-    images = tune.mix_training_set(params, Mix(8, 0))
-    storage = tune.open_storage(params.tune.storage, params.tune.heartbeat_seconds)
-    study = tune.create_study(tune.study_name("cnn", Mix(8, 0), params, images), storage, params.tune)
-    orphan = study.ask()  # a worker that died mid-trial: RUNNING, heartbeat gone quiet
-    storage.record_heartbeat(orphan._trial_id)
-    time.sleep(2.5)  # > the grace period of 2 x tune.heartbeat_seconds
+def _age_heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> None:
+    """Move a trial's last heartbeat far into the past, as if its worker had gone quiet long ago."""
+    update = sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :at WHERE trial_id = :trial_id")
+    update = update.bindparams(sqlalchemy.bindparam("at", type_=sqlalchemy.DateTime))
+    with storage.engine.begin() as connection:
+        assert connection.execute(update, {"at": datetime(2000, 1, 1), "trial_id": trial_id}).rowcount == 1
 
-    result = tune.tune_mix("cnn", Mix(8, 0), params, trials=2)
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask(), on purpose
+def test_a_dead_workers_running_trial_is_waited_for_then_failed_and_replaced(project, monkeypatch):
+    params = load_params("params.yaml")
+    images = mix_training_set(params, Mix(8, 0))
+    storage = open_storage(params.tune.storage, params.tune.heartbeat_seconds)
+    study = create_study(study_name("cnn", Mix(8, 0), params, images), storage, params.tune)
+    orphan = study.ask()  # another worker's trial, RUNNING, with a fresh heartbeat: it may still be alive
+    storage.record_heartbeat(orphan._trial_id)
+
+    waits: list[float] = []
+
+    def time_passes(seconds: float) -> None:
+        """The worker's pause: meanwhile the other worker dies, so its heartbeat goes stale."""
+        waits.append(seconds)
+        if len(waits) > 1:
+            raise AssertionError("the worker kept waiting for a trial whose heartbeat is stale")
+        _age_heartbeat(storage, orphan._trial_id)
+
+    monkeypatch.setattr(tune_storage, "sleep", time_passes)
+    result = tune_mix("cnn", Mix(8, 0), params, trials=2)
+
+    # One trial done and the orphan alive make two: the worker waited rather than run a surplus trial,
+    # then failed the orphan once its heartbeat was stale and ran the second trial in its place.
+    assert waits == [WAIT_SECONDS]
     assert result.finished_trials == 2 and result.trials_here == 2
     states = {t.number: t.state for t in study.get_trials()}
-    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert states[orphan.number] == TrialState.FAIL
+    assert sorted(n for n, state in states.items() if state in FINISHED) == [1, 2]
 
 
 def _sampled(sampler_seed: int, workers: int, n_trials: int) -> list[dict]:
@@ -234,7 +279,7 @@ def _sampled(sampler_seed: int, workers: int, n_trials: int) -> list[dict]:
         optuna.create_study(
             study_name="s",
             storage=storage,
-            sampler=tune.TrialSeededTPESampler(sampler_seed),
+            sampler=TrialSeededTPESampler(sampler_seed),
             load_if_exists=True,
         )
         for _ in range(workers)
@@ -242,7 +287,7 @@ def _sampled(sampler_seed: int, workers: int, n_trials: int) -> list[dict]:
     for number in range(n_trials):
         study = studies[number % workers]
         trial = study.ask()
-        tune.suggest_hyperparameters(trial, load_params("params.yaml").tune)
+        suggest_hyperparameters(trial, load_params("params.yaml").tune)
         study.tell(trial, sum(trial.params.values()))
     return [t.params for t in studies[0].get_trials()]
 
@@ -257,15 +302,22 @@ def test_a_fixed_sampler_seed_replays_the_study_and_workers_draw_different_point
     assert shared == _sampled(0, workers=1, n_trials=12)  # and the study is the same as one worker's
 
 
-def test_a_changed_search_space_starts_a_new_study(project):
+def test_a_changed_search_space_or_fixed_setting_starts_a_new_study(project):
     params = load_params("params.yaml")
-    images = tune.mix_training_set(params, Mix(8, 0))
-    name = tune.study_name("cnn", Mix(8, 0), params, images)
-    write_params(project, params.tune.storage, lr=[0.001, 0.01])
-    assert tune.study_name("cnn", Mix(8, 0), load_params("params.yaml"), images) != name
-    write_params(project, params.tune.storage, sampler_seed=7, trials=50)  # same space: same study
-    assert tune.study_name("cnn", Mix(8, 0), load_params("params.yaml"), images) == name
+    images = mix_training_set(params, Mix(8, 0))
+    name = study_name("cnn", Mix(8, 0), params, images)
     assert name.startswith("cnn-8r0s-")
+
+    def name_with(**overrides) -> str:
+        write_params(project, params.tune.storage, **overrides)
+        return study_name("cnn", Mix(8, 0), load_params("params.yaml"), images)
+
+    assert name_with(lr=[0.001, 0.01]) != name  # another search space
+    assert name_with(cnn={"conv_dropout": 0.3}) != name  # a fixed setting every trial trains with
+    # What does not change a trial's value joins the same study: the sampler, the trial count, and
+    # the params.yaml values of the searched fields (each trial replaces them).
+    assert name_with(sampler_seed=7, trials=50) == name
+    assert name_with(cnn={"lr": 0.05, "weight_decay": 0.1, "epochs": 2, "fc_dropout": 0.2}) == name
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -354,26 +406,82 @@ def shared_storage(request, project) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+# A `synthmix tune` worker whose first trial trains only once the test says "go": it prints "trial
+# running" on stdout (everything else it prints goes to stderr) and waits for that line on stdin.
+WORKER = """
+import sys
+
+import synthmix.fit
+from synthmix import cli
+
+handshake, sys.stdout = sys.stdout, sys.stderr
+train = synthmix.fit.fit
+
+
+def train_on_go(*args, **kwargs):
+    synthmix.fit.fit = train  # only the first trial waits
+    print("trial running", file=handshake, flush=True)
+    if sys.stdin.readline() != "go\\n":
+        raise SystemExit("the test stopped this worker")
+    return train(*args, **kwargs)
+
+
+synthmix.fit.fit = train_on_go
+sys.exit(cli.run(sys.argv[1:]))
+"""
+
+
+def _read_line(worker: subprocess.Popen, timeout: float) -> str:
+    """The worker's next stdout line; '' when it exits or says nothing for `timeout` seconds."""
+    ready, _, _ = select.select([worker.stdout], [], [], timeout)
+    return worker.stdout.readline() if ready else ""
+
+
 @pytest.mark.slow
 def test_two_workers_split_one_study_without_running_a_trial_twice(project, shared_storage):
     n_trials = 6
-    # Trials long enough (8-12 epochs, no pruning) that the second worker's start-up overlaps them.
-    write_params(project, shared_storage, epochs=[8, 12], pruning_startup_trials=100)
-    env = {**os.environ, "SYNTHMIX_QUIET": "1"}
-    command = [sys.executable, "-m", "synthmix", "tune", "--model", "cnn", "--mix", "8r0s"]
-    workers = [
-        subprocess.Popen([*command, "--trials", str(n_trials)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-        for _ in range(2)
-    ]  # fmt: skip
-    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    write_params(project, shared_storage, pruning_startup_trials=100)
+    command = [
+        sys.executable,
+        "-c",
+        WORKER,
+        "tune",
+        "--model",
+        "cnn",
+        "--mix",
+        "8r0s",
+        "--trials",
+        str(n_trials),
+    ]
+    logs = [project / f"worker{i}.log" for i in range(2)]
+    workers = []
+    try:
+        for log in logs:
+            with open(log, "w") as stderr:
+                workers.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                stderr=stderr, text=True))  # fmt: skip
+        # Each worker holds its first trial until both have one running, so they overlap by
+        # construction: both joined the one study, neither finished a trial, and each claimed its own.
+        for worker, log in zip(workers, logs, strict=True):
+            assert _read_line(worker, timeout=300) == "trial running\n", log.read_text()
+        (summary,) = optuna.get_all_study_summaries(shared_storage)
+        study = optuna.load_study(study_name=summary.study_name, storage=shared_storage)
+        assert [t.state for t in study.get_trials()] == [TrialState.RUNNING] * 2
+        for worker in workers:
+            worker.stdin.write("go\n")
+            worker.stdin.close()
+        codes = [worker.wait(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    outputs = [" ".join(log.read_text().split()) for log in logs]
+    assert codes == [0, 0], outputs
 
     trials = finished_trials(shared_storage)
     assert len(trials) == n_trials
-    assert sorted(t.number for t in trials) == sorted({t.number for t in trials})
     assert len({tuple(sorted(t.params.items())) for t in trials}) == n_trials
-    per_worker = [int(re.search(r"\((\d+) run here\)", " ".join(out.split()))[1]) for out in outputs]
+    per_worker = [int(re.search(r"\((\d+) run here\)", out)[1]) for out in outputs]
     assert sum(per_worker) == n_trials and min(per_worker) >= 1, outputs
     entry = yaml.safe_load(Path("tuned/best_params.yaml").read_text())["cnn"]["8r0s"]
     assert entry["trials"] == n_trials

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -30,7 +30,8 @@ from pydantic import (
 from synthmix.errors import UserError
 from synthmix.mixes import Mix
 
-GENERATORS = ("ddpm", "text2image")
+Generator = Literal["ddpm", "text2image"]
+GENERATORS: tuple[str, ...] = get_args(Generator)
 RESNET_WEIGHTS_KEYWORDS = ("imagenet", "none", "auto")
 
 # --- value types: strict (a bool is not an int, text is not a number), with YAML's few quirks ------
@@ -43,10 +44,6 @@ def _yaml_float(value: Any) -> Any:
     if isinstance(value, str) and _YAML_EXPONENT.fullmatch(value.strip()):
         return float(value)
     return value
-
-
-def _path(value: Any) -> Any:
-    return Path(value) if isinstance(value, str) and value.strip() else value
 
 
 def _mix(value: Any) -> Mix:
@@ -83,7 +80,7 @@ NonNegativeFloat = Annotated[Float, Field(ge=0)]
 Fraction = Annotated[Float, Field(ge=0, lt=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
-FilePath = Annotated[Path, BeforeValidator(_path)]
+FilePath = Annotated[Path, BeforeValidator(lambda v: Path(v) if isinstance(v, str) and v.strip() else v)]
 MixValue = Annotated[Mix, PlainValidator(_mix), PlainSerializer(str, return_type=str, when_used="json")]
 AsList = Strict(False)  # strict mode takes only a tuple for a tuple field; this lets a YAML list fill it
 LowHigh = _require(lambda r: r[0] <= r[1], "write the range as low, high (the smaller bound first).")
@@ -118,10 +115,7 @@ class DataConfig(Section):
 
 
 class DDPMConfig(Section):
-    resolution: Annotated[
-        PositiveInt,
-        _require(lambda v: v % 4 == 0, "the UNet halves it twice, so use a multiple of 4 (e.g. 16)."),
-    ] = 16
+    resolution: Annotated[PositiveInt, Field(multiple_of=4, description="the UNet halves it twice")] = 16
     base_channels: PositiveInt = 32
     train_steps: PositiveInt = 1000  # ~1.5 min on 2 CPU cores at the defaults; digit-like samples
     batch_size: PositiveInt = 32
@@ -157,12 +151,7 @@ class Text2ImageConfig(Section):
 
 
 class GenerateConfig(Section):
-    generator: Annotated[
-        str,
-        _require(
-            lambda v: v in GENERATORS, f"synthmix does not know it. Use one of: {', '.join(GENERATORS)}."
-        ),
-    ] = "ddpm"
+    generator: Generator = "ddpm"
     images_per_class: PositiveInt = 30
     seed: int = 0
     out_dir: FilePath = Path("synthetic")
@@ -201,23 +190,19 @@ class CNNConfig(ModelSection):
 _WEIGHTS_SOURCES = "use imagenet, none, auto, or the path of a state-dict file (e.g. weights/resnet50.pth)."
 
 
-def _weights_source(value: str) -> bool:
-    return value in RESNET_WEIGHTS_KEYWORDS or bool(Path(value).suffix)
-
-
 class ResNetConfig(ModelSection):
     dropout_field = "head_dropout"
     lr: PositiveFloat = 0.001
     weight_decay: NonNegativeFloat = 0.001
     epochs: PositiveInt = 20
-    weights: Annotated[str, _require(_weights_source, _WEIGHTS_SOURCES)] = "auto"
+    weights: Annotated[  # imagenet | none | auto | path to a state-dict file
+        str, _require(lambda v: v in RESNET_WEIGHTS_KEYWORDS or bool(Path(v).suffix), _WEIGHTS_SOURCES)
+    ] = "auto"
     head_dropout: Fraction = 0.0  # dropout before the new classification head (the study used none)
 
 
 class TrainConfig(Section):
-    image_size: Annotated[
-        int, _require(lambda v: v >= 32, "the CNN halves it five times, so use at least 32.")
-    ] = 32
+    image_size: Annotated[int, Field(ge=32, description="the CNN halves it five times")] = 32
     batch_size: PositiveInt = 32
     use_tuned: bool = False  # True: take per-(model, mix) hyperparameters from tune.best_params_file
     workers: Count = 0  # runs trained side by side, one process and one thread each; 0 = one per CPU core
@@ -275,12 +260,9 @@ class TuneConfig(Section):
 class ReportConfig(Section):
     out_dir: FilePath = Path("reports")
     # of every interval; 1 - confidence is the significance level
-    confidence: Annotated[
-        Float, _require(lambda v: 0.5 <= v < 1, "use a level in [0.5, 1), e.g. 0.95 for 95% intervals.")
-    ] = 0.95
+    confidence: Annotated[Float, Field(ge=0.5, lt=1, description="e.g. 0.95 for 95% intervals")] = 0.95
     bootstrap_samples: Annotated[
-        int,
-        _require(lambda v: v >= 100, "a percentile interval needs 100 or more resamples (10000 is stable)."),
+        int, Field(ge=100, description="resamples per percentile interval; 10000 gives stable p-values")
     ] = 10000
     seed: int = 0  # of the bootstrap's resampling
     sample_images: PositiveInt = 4  # real and synthetic images per class in the sample figures
@@ -300,9 +282,7 @@ class Params(Section):
 
     @property
     def selected_mixes(self) -> tuple[Mix, ...]:
-        if self.mix == "all":
-            return self.study.mixes
-        return (Mix.parse(self.mix),)
+        return self.study.mixes if self.mix == "all" else (Mix.parse(self.mix),)
 
     @model_validator(mode="after")
     def _mixes_are_feasible(self) -> Params:
@@ -355,11 +335,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}, for logging every resolved setting."""
     out: dict[str, Any] = {}
     for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
+        out.update(
+            flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+        )
     return out
 
 
@@ -378,6 +356,7 @@ _EXPECTED = {  # error type -> what the value must be (format fields come from t
     "greater_than_equal": "{ge} or more",
     "less_than": "less than {lt}",
     "less_than_equal": "{le} or less",
+    "multiple_of": "a multiple of {multiple_of}",
     "too_short": "a list of at least {min_length} values",
     "too_long": "a list of at most {max_length} values",
     "literal_error": "{expected}",
@@ -389,38 +368,29 @@ def _explain(exc: ValidationError, source: str) -> str:
     loc, kind, value, ctx = error["loc"], error["type"], error.get("input"), error.get("ctx", {})
     if kind == "missing" and loc and isinstance(loc[-1], int):  # a fixed-length list with too few values
         loc, kind, ctx = loc[:-1], "too_short", {"min_length": loc[-1] + 1}
-    key = _dotted(loc)
+    key, section, field = _dotted(loc), Params, None
+    for part in (p for p in loc if isinstance(p, str)):  # walk to the field (None: an unknown key)
+        section = field.annotation if field else section
+        field = getattr(section, "model_fields", {}).get(part)
     if kind == "extra_forbidden":
-        where = _dotted(loc[:-1]) or "the top level"
-        known = ", ".join(sorted(_section_at(loc[:-1]).model_fields))
+        where, known = _dotted(loc[:-1]) or "the top level", ", ".join(sorted(section.model_fields))
         return f"In {source}, unknown key '{key}'. Known keys at {where}: {known}. Check the spelling."
     if kind == "value_error":
         reason = str(ctx["error"])
         return f"In {source}, {key} is {_show(value)}: {reason}" if key else f"In {source}, {reason}"
     expected = _EXPECTED[kind].format(**ctx) if kind in _EXPECTED else error["msg"].lower()
     expected = expected.replace("at least 1 values", "at least one value")
-    return f"In {source}, {key or 'the top level'} is {_show(value)}; it must be {expected}."
+    why = f" ({field.description})" if field and field.description else ""
+    return f"In {source}, {key or 'the top level'} is {_show(value)}; it must be {expected}{why}."
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
     """('study', 'mixes', 1) -> 'study.mixes[1]'."""
-    key = ""
-    for part in loc:
-        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
-    return key
-
-
-def _section_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
-    section: type[BaseModel] = Params
-    for part in loc:
-        section = section.model_fields[str(part)].annotation  # type: ignore[assignment]
-    return section
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).removeprefix(".")
 
 
 def _show(value: Any) -> str:
     """A value as the YAML the user wrote: true, null, 'text', [1, 2]."""
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_show(v) for v in value) + "]"
-    if isinstance(value, str):
-        return repr(value)
-    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+    return json.dumps(value) if isinstance(value, bool) or value is None else repr(value)

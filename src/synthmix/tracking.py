@@ -104,6 +104,7 @@ def stage_run(
 def quiet() -> Iterator[None]:
     """Silence MLflow's per-run notices that say nothing to a synthmix user (the pickle-format caution
     for a model we wrote ourselves, the dataset-source guess, a pandas deprecation inside MLflow)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     loggers = [logging.getLogger(name) for name in ("mlflow.pytorch", "mlflow.pyfunc", "mlflow.models")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -112,6 +113,7 @@ def quiet() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways")
             warnings.filterwarnings("ignore", message=".*all arguments of all will be keyword-only")
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
