@@ -23,7 +23,8 @@ from synthmix.config import load_params
 from synthmix.data import SplitRow, write_manifest
 from synthmix.errors import UserError
 from synthmix.evaluate import evaluate
-from synthmix.mixes import Mix, SyntheticRow, write_synthetic_manifest
+from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
+from synthmix.mixes import Mix
 from synthmix.report import write_report
 
 CLASSES = ("cat", "dog", "fox", "owl", "yak")

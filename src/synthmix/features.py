@@ -60,7 +60,10 @@ def backbone_features(
         model.eval()
         with torch.inference_mode():
             computed = torch.cat(
-                [model.features(images.images[chunk].to(torch.float32)) for chunk in rows.split(FEATURE_BATCH)]
+                [
+                    model.features(images.images[chunk].to(torch.float32))
+                    for chunk in rows.split(FEATURE_BATCH)
+                ]
             ).numpy()
         for sha, row in zip(todo, computed, strict=True):
             target = cached_feature_path(cache_dir, key, sha)

@@ -74,7 +74,9 @@ def fit(
         trained: nn.Module = model.head
     else:
         train_x, eval_x, trained = _as_float(train.images), _as_float(evaluate_on.images), model
-    history, logits = _train_loop(trained, train_x, train.labels, eval_x, evaluate_on.labels, hp, seed, on_epoch)
+    history, logits = _train_loop(
+        trained, train_x, train.labels, eval_x, evaluate_on.labels, hp, seed, on_epoch
+    )
     model.eval()
     return FitResult(model, history, weights.used, logits)
 

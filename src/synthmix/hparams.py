@@ -42,17 +42,23 @@ class Hyperparameters:
 def fixed_hyperparameters(model: str, train_cfg: TrainConfig) -> Hyperparameters:
     """The params.yaml values of `model` (its train.<model> section and train.batch_size)."""
     section = train_cfg.model_section(model)
-    return Hyperparameters(section.lr, section.weight_decay, section.epochs, train_cfg.batch_size, section.dropout)
+    return Hyperparameters(
+        section.lr, section.weight_decay, section.epochs, train_cfg.batch_size, section.dropout
+    )
 
 
-def tuned_hyperparameters(best_params_file: Path, model: str, mix: Mix, fixed: Hyperparameters) -> Hyperparameters:
+def tuned_hyperparameters(
+    best_params_file: Path, model: str, mix: Mix, fixed: Hyperparameters
+) -> Hyperparameters:
     """The tuned values of (model, mix); keys the entry lacks keep the fixed value."""
     how = f"Run `synthmix tune --model {model} --mix {mix.name}` first, or set train.use_tuned: false."
     if not best_params_file.exists():
         raise UserError(f"train.use_tuned is true, but {best_params_file} does not exist. {how}")
     entry = read_best_params(best_params_file).get(model, {}).get(mix.name)
     if not isinstance(entry, dict):
-        raise UserError(f"{best_params_file} has no tuned hyperparameters for {model} on mix {mix.name}. {how}")
+        raise UserError(
+            f"{best_params_file} has no tuned hyperparameters for {model} on mix {mix.name}. {how}"
+        )
     values = fixed.as_dict()
     try:
         values.update({name: _KINDS[name](entry[name]) for name in SEARCHED if name in entry})
@@ -83,14 +89,20 @@ def read_best_params(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return content
 
 
-def write_best_params(path: Path, model: str, mix: Mix, hp: Hyperparameters, value: float, trials: int) -> None:
+def write_best_params(
+    path: Path, model: str, mix: Mix, hp: Hyperparameters, value: float, trials: int
+) -> None:
     """Merge one (model, mix) entry into the file, keeping every other entry; atomic and locked."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(f".{path.name}.lock")
     with open(lock, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # two `tune` commands for other mixes finishing together
         content = read_best_params(path)
-        content.setdefault(model, {})[mix.name] = {**hp.as_dict(), "value": float(value), "trials": int(trials)}
+        content.setdefault(model, {})[mix.name] = {
+            **hp.as_dict(),
+            "value": float(value),
+            "trials": int(trials),
+        }
         with atomic_path(path) as tmp:
             tmp.write_text(yaml.safe_dump(content, sort_keys=True))
         fcntl.flock(fh, fcntl.LOCK_UN)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from synthmix.data import decode_array
-from synthmix.files import atomic_path
 from synthmix.errors import UserError
+from synthmix.files import atomic_path
 from synthmix.progress import progress
 
 

@@ -10,17 +10,9 @@ from typing import TYPE_CHECKING
 
 from synthmix.errors import UserError
 
-# Re-exported for callers that still import the synthetic manifest from here; its owner is
-# synthmix.generate.manifest (import it from there).
-from synthmix.generate.manifest import (  # noqa: F401
-    SYNTHETIC_MANIFEST_FIELDS,
-    SyntheticRow,
-    read_synthetic_manifest,
-    write_synthetic_manifest,
-)
-
 if TYPE_CHECKING:
     from synthmix.data import SplitRow
+    from synthmix.generate.manifest import SyntheticRow
 
 _MIX_PATTERN = re.compile(r"^(\d+)r(\d+)s$")
 

@@ -115,7 +115,10 @@ def _log_training_table(training: Sequence[TrainingImage], params: Params, recor
     import pandas as pd
 
     table = pd.DataFrame(
-        [{"path": t.path.as_posix(), "class": t.label, "sha256": t.sha256, "source": t.source} for t in training]
+        [
+            {"path": t.path.as_posix(), "class": t.label, "sha256": t.sha256, "source": t.source}
+            for t in training
+        ]
     )
     dataset = mlflow.data.from_pandas(
         table, source=params.data.prepared_dir.as_posix(), name=f"train-{record.mix.name}"
@@ -146,7 +149,11 @@ def _log_model(record: rundir.RunRecord, result: FitResult) -> None:
     if not isinstance(model, FrozenBackboneClassifier):
         # pickle, not pt2: exporting a traced graph costs seconds per run.
         mlflow.pytorch.log_model(
-            model, name="model", signature=signature, serialization_format="pickle", pip_requirements=_requirements()
+            model,
+            name="model",
+            signature=signature,
+            serialization_format="pickle",
+            pip_requirements=_requirements(),
         )
         return
     weights = weights_from_used(record.weights)

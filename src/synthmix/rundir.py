@@ -172,7 +172,12 @@ def write_results(
     write_csv(
         PREDICTION_FIELDS,
         (
-            (Path(test_paths[i]).as_posix(), classes[true[i]], classes[predicted[i]], int(true[i] == predicted[i]))
+            (
+                Path(test_paths[i]).as_posix(),
+                classes[true[i]],
+                classes[predicted[i]],
+                int(true[i] == predicted[i]),
+            )
             for i in order
         ),
         run_dir / PREDICTIONS_CSV,
@@ -278,7 +283,9 @@ def read_predictions(run: Run) -> Predictions:
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         if not {"path", "class", "predicted"} <= set(reader.fieldnames or ()):
-            raise UserError(f"{path} needs columns {','.join(PREDICTION_FIELDS)} (it has {reader.fieldnames}).")
+            raise UserError(
+                f"{path} needs columns {','.join(PREDICTION_FIELDS)} (it has {reader.fieldnames})."
+            )
         for row in reader:
             for column in ("class", "predicted"):
                 if row[column] not in index:
@@ -304,7 +311,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(_existing(path).read_text())
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}). Delete {path.parent} and rerun `synthmix train`.") from None
+        raise UserError(
+            f"{path} is not valid JSON ({exc}). Delete {path.parent} and rerun `synthmix train`."
+        ) from None
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a JSON object. Delete {path.parent} and rerun `synthmix train`.")
     return data

@@ -74,7 +74,9 @@ class StudyData:
         return [index[i.label] for i in items]
 
 
-def plan_runs(params: Params, models: Sequence[str], mixes: Sequence[Mix], seeds: Sequence[int]) -> list[RunSpec]:
+def plan_runs(
+    params: Params, models: Sequence[str], mixes: Sequence[Mix], seeds: Sequence[int]
+) -> list[RunSpec]:
     """Every run asked for, fixed hyperparameters first, then the tuned ones when train.use_tuned is on."""
     specs = []
     for model in models:
@@ -126,7 +128,9 @@ def read_study_data(params: Params, mixes: Sequence[Mix]) -> StudyData:
         )
     manifest = params.generate.out_dir / "manifest.csv"
     synthetic_rows = read_synthetic_manifest(manifest) if any(m.synthetic > 0 for m in mixes) else []
-    return StudyData(classes, test_rows, {mix: training_images(train_rows, synthetic_rows, mix) for mix in mixes})
+    return StudyData(
+        classes, test_rows, {mix: training_images(train_rows, synthetic_rows, mix) for mix in mixes}
+    )
 
 
 def train_stage(
@@ -162,7 +166,9 @@ def train_stage(
     )
 
 
-def _train_runs(params: Params, data: StudyData, todo: Sequence[RunSpec], fingerprints: dict[RunSpec, str]) -> None:
+def _train_runs(
+    params: Params, data: StudyData, todo: Sequence[RunSpec], fingerprints: dict[RunSpec, str]
+) -> None:
     from synthmix.features import precompute_features
     from synthmix.mlflow_log import log_training_run
 

@@ -18,7 +18,8 @@ from synthmix import rundir
 from synthmix.config import Params, ReportConfig
 from synthmix.errors import UserError
 from synthmix.evaluate import FINAL_METRICS
-from synthmix.mixes import Mix, read_synthetic_manifest
+from synthmix.generate.manifest import read_synthetic_manifest
+from synthmix.mixes import Mix
 from synthmix.progress import progress
 from synthmix.report import figures
 from synthmix.report.cells import Cell, figure_source

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from synthmix.config import Params
-from synthmix.mixes import SyntheticRow, read_synthetic_manifest
+from synthmix.generate.manifest import SyntheticRow, read_synthetic_manifest
 from synthmix.report import stats
 from synthmix.report.cells import Cell, StudyRuns
 from synthmix.report.comparisons import Comparison, Results
