@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from conftest import write_image
-from synthmix.data import sha256_file
 from synthmix.errors import UserError
+from synthmix.files import sha256_file
 from synthmix.images import LabelledImages, cached_image_path, load_images
 
 

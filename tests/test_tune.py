@@ -19,12 +19,13 @@ import pytest
 import sqlalchemy
 import yaml
 from optuna.trial import TrialState
-from tests.conftest import write_image
 
-from synthmix import cli
+from conftest import write_image
+from synthmix import cli, tracking
 from synthmix.config import TrainConfig, load_params
-from synthmix.data import prepare_split, read_manifest, sha256_file
+from synthmix.data import prepare_split, read_manifest
 from synthmix.errors import UserError
+from synthmix.files import sha256_file
 from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
 from synthmix.hparams import (
     Hyperparameters,
@@ -208,8 +209,8 @@ def test_a_study_sees_only_the_mix_training_set_logs_nested_runs_and_writes_best
     assert len(children) == 4
     for run in children:
         assert set(run.data.params) >= {"lr", "weight_decay", "dropout", "epochs", "batch_size"}
-        assert run.data.tags["optuna.state"] in ("COMPLETE", "PRUNED")
-    completed = [run for run in children if run.data.tags["optuna.state"] == "COMPLETE"]
+        assert run.data.tags[tracking.OPTUNA_STATE] in ("COMPLETE", "PRUNED")
+    completed = [run for run in children if run.data.tags[tracking.OPTUNA_STATE] == "COMPLETE"]
     assert min(run.data.metrics["objective"] for run in completed) == pytest.approx(result.value)
     figures = {f.path for f in client.list_artifacts(result.mlflow_run_id, "optuna")}
     assert "optuna/optimization_history.png" in figures
@@ -225,7 +226,7 @@ def test_rerun_continues_the_study_without_repeating_trials(project):
     assert {f.path for f in client.list_artifacts(first.mlflow_run_id, "optuna")} == {
         "optuna/optimization_history.png"
     }
-    assert "fewer than 2" in client.get_run(first.mlflow_run_id).data.tags["param_importances"]
+    assert "fewer than 2" in client.get_run(first.mlflow_run_id).data.tags[tracking.PARAM_IMPORTANCES]
 
     more = tune_mix("cnn", Mix(8, 0), params, trials=3)
     again = tune_mix("cnn", Mix(8, 0), params, trials=3)
@@ -412,7 +413,7 @@ WORKER = """
 import sys
 
 import synthmix.fit
-from synthmix import cli
+from synthmix import cli, tracking
 
 handshake, sys.stdout = sys.stdout, sys.stderr
 train = synthmix.fit.fit

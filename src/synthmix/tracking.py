@@ -34,6 +34,9 @@ WEIGHTS = "synthmix.weights"
 HYPERPARAMETER_SOURCE = "synthmix.hyperparameter_source"
 FINGERPRINT = "synthmix.fingerprint"
 OPTUNA_STUDY = "synthmix.optuna_study"
+OPTUNA_STATE = "synthmix.optuna_state"  # a trial's end: COMPLETE | PRUNED | FAIL
+BEST_PARAM = "synthmix.best."  # prefix: the best trial's value of each searched parameter
+PARAM_IMPORTANCES = "synthmix.param_importances"
 # MLflow 3 opens an experiment on its GenAI overview unless told it holds model training.
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 

@@ -82,9 +82,9 @@ def objective(trial: optuna.Trial, task: TuningTask) -> float:
         trial.set_user_attr("val_accuracy", final.eval_accuracy)
         mlflow.log_metrics({"objective": final.eval_loss, "val_accuracy_final": final.eval_accuracy})
         # A diverged trial (inf/nan loss) is recorded by Optuna as FAIL and does not count toward N.
-        mlflow.set_tag("optuna.state", "COMPLETE" if math.isfinite(final.eval_loss) else "FAIL")
+        mlflow.set_tag(tracking.OPTUNA_STATE, "COMPLETE" if math.isfinite(final.eval_loss) else "FAIL")
     except optuna.TrialPruned:
-        mlflow.set_tag("optuna.state", "PRUNED")
+        mlflow.set_tag(tracking.OPTUNA_STATE, "PRUNED")
         mlflow.end_run()
         raise
     except BaseException as exc:

@@ -175,7 +175,7 @@ def _log_study(study: optuna.Study, run_id: str, best: FrozenTrial, finished: in
     client.log_metric(run_id, "best_value", float(best.value))
     client.log_metric(run_id, "finished_trials", finished)
     for key, value in best.params.items():
-        client.set_tag(run_id, f"best.{key}", str(value))
+        client.set_tag(run_id, tracking.BEST_PARAM + key, str(value))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         axes = optuna_plots.plot_optimization_history(study)
@@ -188,5 +188,7 @@ def _log_study(study: optuna.Study, run_id: str, best: FrozenTrial, finished: in
             client.log_figure(run_id, axes.figure, "optuna/param_importances.png")
             plt.close(axes.figure)
         else:  # importances compare completed trials: with fewer than two there is nothing to compare
-            client.set_tag(run_id, "param_importances", "skipped: fewer than 2 distinct completed trials")
+            client.set_tag(
+                run_id, tracking.PARAM_IMPORTANCES, "skipped: fewer than 2 distinct completed trials"
+            )
     client.set_terminated(run_id)
