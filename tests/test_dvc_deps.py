@@ -102,7 +102,9 @@ def missing_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
         assert words[0] == "synthmix", f"stage {name}: cmd should be one synthmix command"
         deps = [Path(next(iter(d)) if isinstance(d, dict) else d) for d in stage.get("deps", [])]
         # cli.py itself runs the command, but only the command's own imports are followed
-        needed = sorted(p.relative_to(REPO) for p in {PACKAGE / "cli.py", *closure(command_modules(words[1]))})
+        needed = sorted(
+            p.relative_to(REPO) for p in {PACKAGE / "cli.py", *closure(command_modules(words[1]))}
+        )
         uncovered = [str(p) for p in needed if not any(p == d or d in p.parents for d in deps)]
         if uncovered:
             missing[name] = uncovered

@@ -30,6 +30,8 @@ MANIFEST_FIELDS = ("path", "class", "sha256", "split", "rank")
 
 @dataclass(frozen=True)
 class ImageRecord:
+    """A usable image found in the real set, before splitting."""
+
     path: Path
     label: str
     sha256: str

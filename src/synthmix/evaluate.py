@@ -13,11 +13,10 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-FINAL_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "test_loss")
-
-
 @dataclass(frozen=True)
 class ClassScore:
+    """One class's row of per_class.csv."""
+
     label: str
     precision: float
     recall: float
@@ -31,6 +30,10 @@ class Evaluation:
     per_class: tuple[ClassScore, ...]  # in class order
     confusion: np.ndarray  # (C, C) counts, rows = true class, columns = predicted class
     predicted: np.ndarray  # (N,) predicted class index per test image
+
+
+# What every run records, in this order (metrics.json, the summaries, the report).
+FINAL_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "test_loss")
 
 
 def evaluate(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> Evaluation:

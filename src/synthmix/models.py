@@ -326,23 +326,19 @@ class _DefaultSection:
 
 
 MODELS: dict[str, ModelEntry] = {
-    "cnn": ModelEntry(
-        name="cnn",
-        label="CNN",
-        build=build_cnn,
-        weights=random_weights,
-        preprocessing="x/255",
-        frozen_backbone=False,
-    ),
-    "resnet50": ModelEntry(
-        name="resnet50",
-        label="ResNet50",
-        build=build_resnet50,
-        weights=resnet_weights,
-        preprocessing="x/255, ImageNet mean/std",
-        frozen_backbone=True,
-        feature_dim=RESNET_FEATURES,
-    ),
+    entry.name: entry
+    for entry in (
+        ModelEntry("cnn", "CNN", build_cnn, random_weights, "x/255", frozen_backbone=False),
+        ModelEntry(
+            "resnet50",
+            "ResNet50",
+            build_resnet50,
+            resnet_weights,
+            "x/255, ImageNet mean/std",
+            frozen_backbone=True,
+            feature_dim=RESNET_FEATURES,
+        ),
+    )
 }
 
 

@@ -32,9 +32,6 @@ from synthmix.models import MODELS
 from synthmix.progress import progress
 from synthmix.summaries import write_summaries
 
-# The modules whose code decides a run's numbers: a change to any of them retrains every run.
-_RESULT_CODE = ("models.py", "images.py", "features.py", "fit.py", "evaluate.py")
-
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -90,9 +87,10 @@ def plan_runs(
 
 
 def code_version() -> str:
-    """Hash of the code that determines a run's result."""
+    """Hash of the code that decides a run's numbers: a change to any of it retrains every run."""
     here = Path(__file__).parent
-    return sha256_json([(here / name).read_text() for name in _RESULT_CODE])[:16]
+    result_code = ("models.py", "images.py", "features.py", "fit.py", "evaluate.py")
+    return sha256_json([(here / name).read_text() for name in result_code])[:16]
 
 
 def run_fingerprint(spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: str, code: str) -> str:

@@ -19,6 +19,7 @@ from PIL import Image
 from synthmix.config import to_dict
 from synthmix.data import decode_array, load_rgb
 from synthmix.generate import ddpm, text2image
+from synthmix.generate.manifest import SyntheticRow
 
 if TYPE_CHECKING:
     from synthmix.config import DDPMConfig, GenerateConfig, Text2ImageConfig
@@ -41,16 +42,8 @@ class Generated:
     blocked: bool = False
 
 
-@dataclass(frozen=True)
-class RowTemplate:
-    """The manifest columns shared by every image of a class (everything but index, seed, sha256)."""
-
-    generator: str
-    model_id: str
-    revision: str
-    prompt: str
-    steps: int
-    guidance: float
+def _template(label: str, *columns: Any) -> SyntheticRow:
+    return SyntheticRow(Path(), label, 0, 0, *columns, 0, "")
 
 
 class ImageSource(Protocol):
@@ -60,7 +53,10 @@ class ImageSource(Protocol):
 
     def settings(self) -> dict[str, Any]: ...  # everything that determines an image, besides its seed
 
-    def row_template(self, label: str) -> RowTemplate: ...
+    def row_template(self, label: str) -> SyntheticRow:
+        """The manifest columns every image of `label` shares; the stage fills in path, index, seed,
+        retries and sha256 (dataclasses.replace)."""
+        ...
 
     def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]: ...
 
@@ -91,8 +87,8 @@ class DDPMSource:
             "chunk": self.cfg.sample_batch_size,
         }
 
-    def row_template(self, label: str) -> RowTemplate:
-        return RowTemplate("ddpm", ddpm.MODEL_ID, self.fingerprint[:16], "", self.cfg.sample_steps, 0.0)
+    def row_template(self, label: str) -> SyntheticRow:
+        return _template(label, "ddpm", ddpm.MODEL_ID, self.fingerprint[:16], "", self.cfg.sample_steps, 0.0)
 
     def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]:
         pixels = ddpm.sample_ddpm(self.model, self.cfg, [self.class_ids[k.label] for k in keys], seeds)
@@ -143,8 +139,9 @@ class Text2ImageSource:
     def settings(self) -> dict[str, Any]:
         return {"generator": "text2image", **to_dict(self.cfg)}
 
-    def row_template(self, label: str) -> RowTemplate:
-        return RowTemplate(
+    def row_template(self, label: str) -> SyntheticRow:
+        return _template(
+            label,
             "text2image",
             self.cfg.model,
             text2image.revision_of(self.cfg),

@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,17 +180,11 @@ def _collect_rows(
                 raise RuntimeError(f"{path} is missing after generation")
             records.append(record)
             rows.append(
-                SyntheticRow(
+                replace(
+                    template,
                     path=path,
-                    label=label,
                     index=index,
                     seed=record.seed,
-                    generator=template.generator,
-                    model_id=template.model_id,
-                    revision=template.revision,
-                    prompt=template.prompt,
-                    steps=template.steps,
-                    guidance=template.guidance,
                     retries=record.retries,
                     sha256=sha256_file(path),
                 )

@@ -198,15 +198,11 @@ def draw_samples(inputs: FigureInputs, view: ModelView, deltas: Sequence[tuple[s
         if any(n for _, n in highlight)
         else "classes"
     )
+    title = f"{view.label}: real vs synthetic training images, {what}"
+    caption = f"{view.label}: real (left) and synthetic (right) training images of the {what} (the study's Figs. 1 and 9)."
     path = Path("figures") / f"samples-{view.model}.png"
-    figures.samples_figure(
-        f"{view.label}: real vs synthetic training images, {what}", rows, inputs.out / path
-    )
-    return FigureRef(
-        path,
-        f"{view.label}: real (left) and synthetic (right) training images of the {what} "
-        "(the study's Figs. 1 and 9).",
-    )
+    figures.samples_figure(title, rows, inputs.out / path)
+    return FigureRef(path, caption)
 
 
 def draw_confusion(inputs: FigureInputs, view: ModelView) -> FigureRef:
