@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+
 @dataclass(frozen=True)
 class ClassScore:
     """One class's row of per_class.csv."""
