@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import select
@@ -22,18 +21,10 @@ from optuna.trial import TrialState
 
 from conftest import write_image
 from synthmix import cli, tracking
-from synthmix.config import TrainConfig, load_params
+from synthmix.config import load_params
 from synthmix.data import prepare_split, read_manifest
-from synthmix.errors import UserError
 from synthmix.files import sha256_file
 from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
-from synthmix.hparams import (
-    Hyperparameters,
-    fixed_hyperparameters,
-    read_best_params,
-    tuned_hyperparameters,
-    write_best_params,
-)
 from synthmix.mixes import Mix, TrainingImage
 from synthmix.tune import storage as tune_storage
 from synthmix.tune.data import mix_training_set, study_name, validation_split
@@ -142,27 +133,6 @@ def test_validation_split_keeps_a_training_image_in_every_group():
     for label in CLASSES:
         assert any(images[i].label == label and images[i].source == "real" for i in train)
         assert sum(images[i].label == label for i in validation) == 1  # the lone synthetic one trains
-
-
-# --- the best-parameter file ----------------------------------------------------------------------
-
-
-def test_best_params_merge_keeps_other_entries_and_training_reads_them(tmp_path):
-    path = tmp_path / "tuned" / "best_params.yaml"
-    hp = Hyperparameters(lr=0.01, weight_decay=1e-4, epochs=7, batch_size=16, dropout=0.3)
-    write_best_params(path, "cnn", Mix(30, 0), hp, value=0.5, trials=20)
-    write_best_params(path, "cnn", Mix(30, 30), dataclasses.replace(hp, lr=0.02), value=0.4, trials=20)
-    write_best_params(path, "resnet50", Mix(30, 0), hp, value=0.3, trials=5)
-    content = yaml.safe_load(path.read_text())
-    assert set(content) == {"cnn", "resnet50"} and set(content["cnn"]) == {"30r0s", "30r30s"}
-    # What training reads with train.use_tuned: true.
-    fixed = fixed_hyperparameters("cnn", TrainConfig())
-    hp = tuned_hyperparameters(path, "cnn", Mix(30, 30), fixed)
-    assert (hp.lr, hp.weight_decay, hp.dropout, hp.epochs, hp.batch_size) == (0.02, 1e-4, 0.3, 7, 16)
-    assert [p.name for p in path.parent.iterdir() if "tmp" in p.name] == []
-    path.write_text("- just\n- a list\n")
-    with pytest.raises(UserError, match="not a best-parameters file"):
-        read_best_params(path)
 
 
 # --- tuning end to end (in process) ---------------------------------------------------------------
