@@ -20,6 +20,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from synthmix import tracking
+
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -186,5 +188,5 @@ def test_mlflow_run_train_entry_point_logs_a_run(repo: Path):
     sh("mlflow", "run", ".", "-e", "train", "-P", "mix=3r0s", "--env-manager", "local", cwd=repo)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     experiments = client.search_experiments()
-    runs = client.search_runs([e.experiment_id for e in experiments], "tags.mix = '3r0s'")
-    assert {r.data.tags.get("model") for r in runs} == {"cnn", "resnet50"}
+    runs = client.search_runs([e.experiment_id for e in experiments], f"tags.`{tracking.MIX}` = '3r0s'")
+    assert {r.data.tags.get(tracking.MODEL) for r in runs} == {"cnn", "resnet50"}
