@@ -98,9 +98,6 @@ class Section(BaseModel):
     def _empty_is_defaults(cls, data: Any) -> Any:
         return {} if data is None else data  # `train:` with nothing under it means all defaults
 
-    def validate(self) -> None:  # type: ignore[override]
-        """Nothing to do: a config object is validated when it is built. Kept for older callers."""
-
 
 # --- the groups -----------------------------------------------------------------------------------
 

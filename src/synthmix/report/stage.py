@@ -40,7 +40,6 @@ def write_report(params: Params, log_to_mlflow: bool = True) -> ReportResult:
     The report is written into a temporary folder and swapped in at the end, so an interrupted run
     leaves the previous report whole.
     """
-    params.report.validate()
     found, unfinished = rundir.discover_runs(params.train.runs_dir)
     runs = select_runs(found, unfinished, params)
     results = compute(params, runs)
