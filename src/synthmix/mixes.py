@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from synthmix.errors import UserError
 
@@ -14,6 +16,7 @@ if TYPE_CHECKING:
     from synthmix.data import SplitRow
     from synthmix.generate.manifest import SyntheticRow
 
+T = TypeVar("T")
 _MIX_PATTERN = re.compile(r"^(\d+)r(\d+)s$")
 
 
@@ -73,27 +76,53 @@ class TrainingImage:
     source: str
 
 
-def training_images(
-    real_rows: Sequence[SplitRow], synthetic_rows: Sequence[SyntheticRow], mix: Mix
-) -> list[TrainingImage]:
-    """The training set of `mix`: per class, real training ranks < N and synthetic indices < M.
+REDRAWABLE = ("real_subset", "synthetic_subset")  # what a replicate may draw afresh (study.redraw)
 
-    Nested by construction: a larger mix only adds images. Raises a UserError naming the class when a
-    class has fewer images than the mix asks for (e.g. a synthetic set generated with fewer images).
+
+@dataclass(frozen=True)
+class Draw:
+    """Which images a replicate takes: its seed, and which subsets it draws afresh from it.
+
+    A subset not redrawn is the fixed one (real training ranks < N, synthetic indices < M). A redrawn
+    subset is the first N (or M) of the class's images in an order shuffled by (seed, class): every mix
+    of one replicate shares that order, so mixes stay nested and pairs stay paired, while replicates
+    differ in which real and synthetic images a partial mix holds.
+    """
+
+    seed: int = 0
+    redraw: tuple[str, ...] = ()
+
+    def order(self, items: Sequence[T], label: str, part: str) -> list[T]:
+        if part not in self.redraw:
+            return list(items)
+        key = hashlib.sha256(f"{self.seed}:{label}:{part}".encode()).digest()[:8]
+        shuffled = list(items)
+        random.Random(int.from_bytes(key, "big")).shuffle(shuffled)
+        return shuffled
+
+
+def training_images(
+    real_rows: Sequence[SplitRow], synthetic_rows: Sequence[SyntheticRow], mix: Mix, draw: Draw = Draw()
+) -> list[TrainingImage]:
+    """The training set of `mix`: per class, N real training images and M synthetic ones.
+
+    Without redrawing (the default Draw) these are real ranks < N and synthetic indices < M. Nested by
+    construction within one draw: a larger mix only adds images. Raises a UserError naming the class
+    when a class has fewer images than the mix asks for (e.g. a synthetic set generated with fewer).
     """
     classes = sorted({r.label for r in real_rows if r.split == "train"})
     real_by_class: dict[str, list[SplitRow]] = {c: [] for c in classes}
     for r in real_rows:
-        if r.split == "train" and r.rank < mix.real:
+        if r.split == "train":
             real_by_class[r.label].append(r)
     synth_by_class: dict[str, list[SyntheticRow]] = {c: [] for c in classes}
     for s in synthetic_rows:
-        if s.label in synth_by_class and s.index < mix.synthetic:
+        if s.label in synth_by_class:
             synth_by_class[s.label].append(s)
     images: list[TrainingImage] = []
     for label in classes:
-        real = sorted(real_by_class[label], key=lambda r: r.rank)
-        synth = sorted(synth_by_class[label], key=lambda s: s.index)
+        real = draw.order(sorted(real_by_class[label], key=lambda r: r.rank), label, "real_subset")
+        synth = draw.order(sorted(synth_by_class[label], key=lambda s: s.index), label, "synthetic_subset")
         if len(real) < mix.real:
             raise UserError(
                 f"Mix {mix.name} needs {mix.real} real training images of class '{label}', but the split "
@@ -105,6 +134,13 @@ def training_images(
                 f"synthetic set has {len(synth)}. Rerun `synthmix generate` with "
                 f"generate.images_per_class >= {mix.synthetic}."
             )
-        images += [TrainingImage(r.path, label, r.sha256, "real") for r in real]
-        images += [TrainingImage(s.path, label, s.sha256, "synthetic") for s in synth]
+        # Within a class, images keep a canonical order (rank, index) whatever the draw.
+        images += [
+            TrainingImage(r.path, label, r.sha256, "real")
+            for r in sorted(real[: mix.real], key=lambda r: r.rank)
+        ]
+        images += [
+            TrainingImage(s.path, label, s.sha256, "synthetic")
+            for s in sorted(synth[: mix.synthetic], key=lambda s: s.index)
+        ]
     return images

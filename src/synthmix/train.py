@@ -48,6 +48,11 @@ class RunSpec:
         return runs_dir / self.model / self.mix.name / f"{prefix}{self.seed}"
 
     @property
+    def draw(self) -> tuple[Mix, int]:
+        """The key of this run's training set: its mix and the replicate (seed) that drew it."""
+        return (self.mix, self.seed)
+
+    @property
     def name(self) -> str:
         return f"{self.model}-{self.mix.name}-{'' if self.source == 'fixed' else self.source + '-'}seed{self.seed}"
 
@@ -60,11 +65,12 @@ class StageResult:
 
 @dataclass(frozen=True)
 class StudyData:
-    """What every run of a sweep shares: the classes, the test split and each mix's training set."""
+    """What every run of a sweep shares: the classes, the test split, and the training set of each
+    (mix, seed): a seed's replicate draws its own real and synthetic subsets (study.redraw)."""
 
     classes: tuple[str, ...]
     test_rows: tuple[SplitRow, ...]  # sorted by path: predictions pair image by image across runs
-    training: dict[Mix, list[TrainingImage]]
+    training: dict[tuple[Mix, int], list[TrainingImage]]
 
     def labels(self, items: Sequence[SplitRow | TrainingImage]) -> list[int]:
         index = {c: i for i, c in enumerate(self.classes)}
@@ -104,7 +110,7 @@ def run_fingerprint(spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: s
             "image_size": cfg.image_size,
             "weights": weights,
             "model_settings": to_dict(cfg.model_section(spec.model)),
-            "train": [(t.path.as_posix(), t.label, t.sha256, t.source) for t in data.training[spec.mix]],
+            "train": [(t.path.as_posix(), t.label, t.sha256, t.source) for t in data.training[spec.draw]],
             "test": [(r.path.as_posix(), r.label, r.sha256) for r in data.test_rows],
             "code": code,
             "torch": torch.__version__,
@@ -112,8 +118,8 @@ def run_fingerprint(spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: s
     )
 
 
-def read_study_data(params: Params, mixes: Sequence[Mix]) -> StudyData:
-    """The split manifests and the synthetic manifest, checked, as each mix's training set."""
+def read_study_data(params: Params, mixes: Sequence[Mix], seeds: Sequence[int]) -> StudyData:
+    """The split manifests and the synthetic manifest, checked, as each (mix, seed)'s training set."""
     prepared = params.data.prepared_dir
     train_rows = read_manifest(prepared / "train.csv")
     test_rows = tuple(sorted(read_manifest(prepared / "test.csv"), key=lambda r: r.path.as_posix()))
@@ -126,9 +132,12 @@ def read_study_data(params: Params, mixes: Sequence[Mix]) -> StudyData:
         )
     manifest = params.generate.out_dir / "manifest.csv"
     synthetic_rows = read_synthetic_manifest(manifest) if any(m.synthetic > 0 for m in mixes) else []
-    return StudyData(
-        classes, test_rows, {mix: training_images(train_rows, synthetic_rows, mix) for mix in mixes}
-    )
+    training = {
+        (mix, seed): training_images(train_rows, synthetic_rows, mix, params.study.draw(seed))
+        for mix in mixes
+        for seed in seeds
+    }
+    return StudyData(classes, test_rows, training)
 
 
 def train_stage(
@@ -149,7 +158,7 @@ def train_stage(
     for mix in all_mixes:
         mix.check_feasible(params.data.train_per_class, params.generate.images_per_class)
     seeds = tuple(params.study.seeds if seeds is None else seeds)
-    data = read_study_data(params, all_mixes)
+    data = read_study_data(params, all_mixes, seeds)
     weights = {m: MODELS[m].weights(cfg.model_section(m)).used for m in models}
     specs = plan_runs(params, models, all_mixes, seeds)
     code = code_version()
@@ -172,11 +181,11 @@ def _train_runs(
 
     cfg = params.train
     test = _load(data.test_rows, data, cfg)
-    stores = {mix: _load(data.training[mix], data, cfg) for mix in dict.fromkeys(s.mix for s in todo)}
+    stores = {key: _load(data.training[key], data, cfg) for key in dict.fromkeys(s.draw for s in todo)}
     for model in dict.fromkeys(s.model for s in todo):
         if MODELS[model].frozen_backbone:  # every feature once, here, with every core
             runs = [s for s in todo if s.model == model]
-            sets = [test, *(stores[m] for m in dict.fromkeys(s.mix for s in runs))]
+            sets = [test, *(stores[k] for k in dict.fromkeys(s.draw for s in runs))]
             precompute_features(model, sorted({s.seed for s in runs}), sets, len(data.classes), cfg)
     sweep = (
         f"train {','.join(dict.fromkeys(s.model for s in todo))} x "
@@ -193,14 +202,14 @@ def _train_runs(
     ) as parent:
         for spec in todo:
             rundir.begin(spec.run_dir(cfg.runs_dir))
-        jobs = [(spec, stores[spec.mix], test, len(data.classes), cfg) for spec in todo]
+        jobs = [(spec, stores[spec.draw], test, len(data.classes), cfg) for spec in todo]
         for spec, result in progress(_fit_all(jobs, cfg.workers), "Training runs", total=len(todo)):
             run_dir = spec.run_dir(cfg.runs_dir)
             scores = evaluate(result.eval_logits, test.labels, data.classes)
             test_paths = [r.path for r in data.test_rows]
             history = [s.as_row() for s in result.history]
             rundir.write_results(run_dir, scores, history, test_paths, test.labels.tolist(), data.classes)
-            images = data.training[spec.mix]
+            images = data.training[spec.draw]
             record = rundir.RunRecord(
                 model=spec.model,
                 mix=spec.mix,
