@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from synthmix.errors import UserError
-from synthmix.mixes import Mix
+from synthmix.mixes import REDRAWABLE, Draw, Mix
 
 Generator = Literal["ddpm", "text2image"]
 GENERATORS: tuple[str, ...] = get_args(Generator)
@@ -233,6 +233,14 @@ class StudyConfig(Section):
     models: Annotated[tuple[ModelName, ...], AsList, Field(min_length=1)] = MODEL_NAMES
     seeds: Annotated[tuple[int, ...], AsList, Field(min_length=1)] = (0, 1, 2)
     baseline: MixValue = Mix(30, 0)
+    # What each seed's replicate draws afresh, besides the model's initialisation and batch order: the
+    # real subset of every partial mix (e.g. which 15 of 30 real images 15r30s holds) and the synthetic
+    # subset (which M of the generated pool). [] keeps both fixed for every seed.
+    redraw: Annotated[tuple[Literal[REDRAWABLE], ...], AsList] = REDRAWABLE
+
+    def draw(self, seed: int) -> Draw:
+        """The draw of the replicate with `seed`."""
+        return Draw(seed, self.redraw)
 
 
 class TuneConfig(Section):
