@@ -206,7 +206,8 @@ def make_study_dir(
     The split is synthmix's own (data.prepare_split); the synthetic manifest is written by its owner,
     synthmix.generate.manifest.
     """
-    from synthmix.data import prepare_split, write_default_data
+    from synthmix.data import prepare_split
+    from synthmix.data_import import write_default_data
     from synthmix.files import sha256_file
     from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
 

@@ -1,4 +1,4 @@
-"""The real set: validation of odd files, conversion to RGB, the seeded split."""
+"""The real set: validation of odd files, conversion to RGB, the seeded split, copies kept out of test."""
 
 from __future__ import annotations
 
@@ -8,19 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.conftest import write_image
 
+from conftest import write_image
 from synthmix.data import (
     decode_array,
     find_class_root,
-    import_tree,
     load_rgb,
     prepare_split,
     read_manifest,
     split_records,
     validate_tree,
-    write_default_data,
 )
+from synthmix.data_import import import_tree, write_default_data
 from synthmix.errors import UserError
 
 
@@ -128,7 +127,7 @@ def test_split_is_seeded_nested_disjoint_and_byte_identical(tmp_path, image_tree
     assert {r.sha256 for r in train}.isdisjoint({r.sha256 for r in test})
     # nested: a smaller training split takes exactly the first ranks of the larger one
     records, _ = validate_tree(root)
-    small = split_records(records, 3, 4, seed=7)
+    small, _ = split_records(records, 3, 4, seed=7)
     for label in ("a", "b", "c b"):
         big_first3 = {r.path for r in train if r.label == label and r.rank < 3}
         assert {r.path for r in small if r.label == label and r.split == "train"} == big_first3
@@ -143,8 +142,8 @@ def test_split_does_not_depend_on_file_names(tmp_path, image_tree):
         target = renamed / path.parent.name / ("z_" + path.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(path.read_bytes())
-    rows_a = split_records(validate_tree(root)[0], 4, 4, seed=0)
-    rows_b = split_records(validate_tree(renamed)[0], 4, 4, seed=0)
+    rows_a, _ = split_records(validate_tree(root)[0], 4, 4, seed=0)
+    rows_b, _ = split_records(validate_tree(renamed)[0], 4, 4, seed=0)
     assert [(r.sha256, r.split, r.rank) for r in rows_a] == [(r.sha256, r.split, r.rank) for r in rows_b]
 
 
@@ -162,6 +161,53 @@ def test_duplicate_photos_never_leak_across_the_split(tmp_path, image_tree):
     assert len({r.sha256 for r in records}) == len(records)
 
 
+def _resized_jpeg_copy(photo: Path, target: Path) -> Path:
+    """The photo three times larger, re-encoded as a JPEG: other bytes, the same picture."""
+    with Image.open(photo) as img:
+        img.convert("RGB").resize((img.width * 3, img.height * 3), Image.Resampling.BICUBIC).save(
+            target, quality=85
+        )
+    return target
+
+
+def test_a_resized_jpeg_copy_of_a_training_photo_is_kept_out_of_the_test_split_and_reported(
+    tmp_path, image_tree
+):
+    root = image_tree({"a": 7, "b": 7})
+    photo = root / "a" / "img_000.png"
+    copy = _resized_jpeg_copy(photo, root / "a" / "copy_of_img_000.jpg")
+    records, _ = validate_tree(root)
+    assert len(records) == 15  # other bytes: the exact-duplicate check lets the copy through
+
+    def splits(rows) -> dict[Path, str]:
+        return {r.path: r.split for r in rows}
+
+    # A seed whose split, with the check off (no distance is below 0), puts one of the two in the
+    # training split and the other in the test split.
+    seed = next(
+        s
+        for s in range(50)
+        if {
+            splits(split_records(records, 4, 2, s, near_duplicate_distance=-1)[0]).get(p)
+            for p in (photo, copy)
+        }
+        == {"train", "test"}
+    )
+    unchecked, _ = split_records(records, 4, 2, seed, near_duplicate_distance=-1)
+    rows, rejected = prepare_split(root, tmp_path / "prepared", 4, 2, seed=seed)
+
+    (trained,) = [p for p in (photo, copy) if splits(rows).get(p) == "train"]
+    twin = copy if trained == photo else photo
+    assert twin not in splits(rows)  # left out, and another image of class a takes its test place
+    assert sum(r.split == "test" and r.label == "a" for r in rows) == 2
+    assert [r for r in rows if r.split == "train"] == [r for r in unchecked if r.split == "train"]
+    with open(tmp_path / "prepared" / "rejected.csv", newline="") as fh:
+        reported = {row["path"]: row["reason"] for row in csv.DictReader(fh)}
+    assert reported[twin.as_posix()].startswith(f"near-duplicate of {trained.as_posix()} (training split")
+    assert "perceptual-hash distance" in reported[twin.as_posix()]
+    assert [r.path for r in rejected] == [twin]
+
+
 def test_too_few_images_names_the_class_and_its_count(tmp_path, image_tree):
     root = image_tree({"plenty": 10, "scarce one": 3})
     records, _ = validate_tree(root)
@@ -171,7 +217,7 @@ def test_too_few_images_names_the_class_and_its_count(tmp_path, image_tree):
         split_records(records, 5, 5, seed=0, drop_small_classes=True)  # one class left is not enough
     root2 = image_tree({"x": 10, "y": 10, "z": 2}, root=tmp_path / "three")
     with pytest.warns(UserWarning, match="'z'"):
-        rows = split_records(validate_tree(root2)[0], 5, 5, seed=0, drop_small_classes=True)
+        rows, _ = split_records(validate_tree(root2)[0], 5, 5, seed=0, drop_small_classes=True)
     assert {r.label for r in rows} == {"x", "y"}
 
 
@@ -186,6 +232,10 @@ def test_default_data_is_the_real_digits_and_deterministic(tmp_path):
         a.read_bytes() == (tmp_path / "d2" / a.relative_to(tmp_path / "d1")).read_bytes() for a in files1
     )
     assert np.asarray(Image.open(files1[0])).shape == (8, 8)
+    # Digit scans are small and alike: the near-duplicate check must cost the split only a handful of
+    # test images (3 at the defaults: distinct scans whose hashes differ in 4 bits).
+    _, near_duplicates = split_records(validate_tree(tmp_path / "d1")[0], 30, 30, seed=0)
+    assert len(near_duplicates) <= 5
 
 
 def test_import_copies_usable_images_and_reports_the_rest(tmp_path):

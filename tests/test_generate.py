@@ -19,16 +19,19 @@ import yaml
 
 from synthmix import tracking
 from synthmix.cli import run
-from synthmix.config import GENERATORS, DDPMConfig, Text2ImageConfig
+from synthmix.config import GENERATORS, DDPMConfig, Text2ImageConfig, load_params
+from synthmix.data import read_manifest
 from synthmix.errors import UserError
+from synthmix.generate import text2image
 from synthmix.generate.manifest import (
     SYNTHETIC_MANIFEST_FIELDS,
     SyntheticRow,
     read_synthetic_manifest,
+    usable,
     write_synthetic_manifest,
 )
 from synthmix.generate.sources import SOURCES, ImageKey
-from synthmix.generate.stage import image_seed, plan_chunks, shard
+from synthmix.generate.stage import generate_synthetic, image_seed, plan_chunks, shard, source_ranks
 from synthmix.generate.text2image import label_to_words, sample_text2image
 
 TINY_DDPM = {
@@ -44,7 +47,8 @@ TINY_DDPM = {
 SMALL_STUDY = {"mixes": ["3r0s", "3r1s"], "baseline": "3r0s"}
 # What `generate` wrote for TINY_DDPM, images_per_class 3 and _project's data, recorded on the code
 # before synthmix.generate became a package (x86-64 CPU, the pinned torch/diffusers/Pillow; stable
-# across runs and thread counts). sha256 of each image, of manifest.csv and of each sample grid.
+# across runs and thread counts). sha256 of each image, of manifest.csv and of each sample grid; the
+# manifest's re-recorded when it gained the blocked, source_path and near_test_* columns.
 RECORDED_TINY_DDPM_SET = {
     "synthetic/ankle_boot/0000.png": "95145d436e16e7c1d84726f2b0198a27f6dbee4e44dfcdb29d726a10df0aa064",
     "synthetic/ankle_boot/0001.png": "ef1e607756e715371275a5e1dca76bff0cf112841930739a75c874a939e6b731",
@@ -52,17 +56,19 @@ RECORDED_TINY_DDPM_SET = {
     "synthetic/b/0000.png": "589fd9ddd980bbd30a89840cf35ecdf0c771cae2286b7b5a0ccd7d191b4a0746",
     "synthetic/b/0001.png": "eb674086fbc0b58b8167602059db68a065ed433f53b0bf4236ed3e2b7172f976",
     "synthetic/b/0002.png": "e55b39561b591d891c3d2b5787617871844204fd1915e2456155879f707246ad",
-    "synthetic/manifest.csv": "49552c164f84694b720604e5b988d9ae7bd76044a2b1044500833d4d50551881",
+    "synthetic/manifest.csv": "0e124b2b91957db802e1eb39648e8308e7ec7d6027a8ce4e6a356f3470277844",
     "samples/ankle_boot.png": "a6d3982f043c7f680fc6a089562e3fc1095e201ff5303c0c5c3824727f80675e",
     "samples/b.png": "781695292be0938f295cacf767cc77de708e6cb7492ba2cf5f0f9781cd1576de",
     "samples/grid.png": "7a8c6779a45bd3588ad7170420f4a98a73ebd08b4036466688706aef9ab06935",
 }
 
 
-def _project(root: Path, image_tree, generate: dict, classes=("ankle_boot", "b")) -> Path:
+def _project(
+    root: Path, image_tree, generate: dict, classes=("ankle_boot", "b"), study: dict = SMALL_STUDY
+) -> Path:
     """A prepared tiny project in `root`: 4 train / 2 test real images per class, a params.yaml."""
     image_tree(dict.fromkeys(classes, 6), root=root / "data")
-    params = {"data": {"train_per_class": 4, "test_per_class": 2}, "study": SMALL_STUDY, "generate": generate}
+    params = {"data": {"train_per_class": 4, "test_per_class": 2}, "study": study, "generate": generate}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with contextlib.chdir(root):
         assert run(["prepare"]) == 0
@@ -130,19 +136,19 @@ def test_every_generator_the_config_accepts_has_a_source():
 
 
 def test_the_synthetic_manifest_reads_back_what_was_written_sorted_by_class_then_index(tmp_path):
-    def row(label: str, index: int) -> SyntheticRow:
+    def row(label: str, index: int, **flags) -> SyntheticRow:
         path = Path("synthetic") / label / f"{index:04d}.png"
-        return SyntheticRow(path, label, index, 10 + index, "ddpm", "m", "r", "a, b", 3, 7.5, 1, "ab" * 32)
+        return SyntheticRow(
+            path, label, index, 10 + index, "ddpm", "m", "r", "a, b", 3, 7.5, 1, "ab" * 32, **flags
+        )
 
-    rows = [row("b", 0), row("a", 1), row("a", 0)]
-    write_synthetic_manifest(rows, tmp_path / "synthetic" / "manifest.csv")
-    assert read_synthetic_manifest(tmp_path / "synthetic" / "manifest.csv") == [
-        row("a", 0),
-        row("a", 1),
-        row("b", 0),
-    ]
+    blocked = row("a", 1, blocked=True, source_path=Path("data/a/x.png"))
+    copy = row("b", 0, near_test_path=Path("data/b/y.png"), near_test_distance=2)
+    write_synthetic_manifest([copy, blocked, row("a", 0)], tmp_path / "synthetic" / "manifest.csv")
+    assert read_synthetic_manifest(tmp_path / "synthetic" / "manifest.csv") == [row("a", 0), blocked, copy]
     header = (tmp_path / "synthetic" / "manifest.csv").read_text().splitlines()[0]
     assert header == ",".join(SYNTHETIC_MANIFEST_FIELDS)
+    assert [usable(r) for r in (row("a", 0), blocked, copy)] == [True, False, False]
 
     (tmp_path / "other.csv").write_text("path,class\nx.png,a\n")
     with pytest.raises(UserError, match="not a synthmix synthetic manifest"):
@@ -166,6 +172,8 @@ def test_ddpm_fills_synthetic_and_a_rerun_keeps_it(in_tmp, image_tree):
         (c, str(i)) for c in ("ankle_boot", "b") for i in range(3)
     ]
     assert {r["generator"] for r in rows} == {"ddpm"} and {r["steps"] for r in rows} == {"3"}
+    # made by a model that learnt from every training image, from no one image; nothing to leave out
+    assert {(r["source_path"], r["blocked"], r["near_test_path"]) for r in rows} == {("", "false", "")}
     assert rows[0]["seed"] == str(image_seed(0, "ankle_boot", 0))
     assert {p.name for p in (in_tmp / "samples").iterdir()} == {"ankle_boot.png", "b.png", "grid.png"}
     # MLflow has the loss curve and the pictures
@@ -404,11 +412,72 @@ def test_text2image_from_a_local_pipeline_directory(in_tmp, image_tree, tiny_sd)
     assert (in_tmp / "samples" / "grid.png").exists()
 
 
-def test_image_to_image_mode_starts_from_real_training_images(in_tmp, image_tree, tiny_sd):
-    _project(in_tmp, image_tree, _t2i(tiny_sd, mode="image", strength=0.5))
+def test_image_to_image_mode_starts_from_the_real_images_of_the_smallest_mix(in_tmp, image_tree, tiny_sd):
+    study = {"mixes": ["4r0s", "2r3s", "0r3s"], "baseline": "4r0s"}  # smallest positive real count: 2
+    _project(in_tmp, image_tree, _t2i(tiny_sd, mode="image", strength=0.5), study=study)
+    assert source_ranks(load_params("params.yaml")) == 2
     assert run(["generate"]) == 0
     hashes = _hashes(in_tmp / "synthetic")
     assert len(hashes) == 6 and len(set(hashes.values())) == 6
+    # Image i starts from real training rank i mod 2: 2r3s holds the sources of all its synthetic images.
+    by_rank = {(r.label, r.rank): r.path for r in read_manifest(Path("prepared/train.csv"))}
+    rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
+    assert [r.source_path for r in rows] == [by_rank[(r.label, r.index % 2)] for r in rows]
+
+
+def _stub_pipeline(monkeypatch, tiny_sd: Path, edit) -> None:
+    """generate loads the tiny pipeline, with `edit(call_kwargs, output)` applied to every call's output."""
+    from diffusers import AutoPipelineForText2Image
+
+    real_pipe = AutoPipelineForText2Image.from_pretrained(tiny_sd)
+    real_pipe.set_progress_bar_config(disable=True)
+
+    def pipe(**kwargs):
+        output = real_pipe(**kwargs)
+        edit(kwargs, output)
+        return output
+
+    monkeypatch.setattr(text2image, "load_pipeline", lambda cfg, device: pipe)
+
+
+def test_images_still_blocked_after_the_retries_are_flagged_counted_and_never_usable(
+    in_tmp, image_tree, tiny_sd, monkeypatch, capsys
+):
+    def flag_everything(kwargs, output) -> None:  # a safety checker that blocks every image
+        output.images[:] = 0.0
+        output.nsfw_content_detected = [True] * len(output.images)
+
+    _stub_pipeline(monkeypatch, tiny_sd, flag_everything)
+    _project(in_tmp, image_tree, {**_t2i(tiny_sd, max_retries=1), "images_per_class": 1})
+    assert run(["generate"]) == 0
+    rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
+    assert len(rows) == 2
+    assert all(r.blocked and r.retries == 1 and not usable(r) for r in rows)
+    assert "2 still blocked" in capsys.readouterr().err
+
+
+def test_a_synthetic_copy_of_a_test_image_is_flagged_with_both_paths_and_never_usable(
+    in_tmp, image_tree, tiny_sd, monkeypatch
+):
+    from PIL import Image
+
+    _project(in_tmp, image_tree, _t2i(tiny_sd))
+    test_image = read_manifest(Path("prepared/test.csv"))[0].path  # a test image of class ankle_boot
+    with Image.open(test_image) as img:
+        copy = np.asarray(img.convert("RGB").resize((16, 16), Image.Resampling.BICUBIC)) / 255.0
+
+    def emit_the_test_image_as_b(kwargs, output) -> None:  # a generator that memorised it
+        if kwargs["prompt"][0].endswith("image of a b"):
+            output.images[:] = copy
+
+    _stub_pipeline(monkeypatch, tiny_sd, emit_the_test_image_as_b)
+    summary = generate_synthetic(load_params("params.yaml"))
+    rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
+    flagged = [(r.path, r.near_test_path) for r in rows if r.near_test_path is not None]
+    assert flagged == [(Path(f"synthetic/b/{i:04d}.png"), test_image) for i in range(3)]
+    assert all(r.near_test_distance <= 4 and not usable(r) for r in rows if r.label == "b")
+    assert all(usable(r) for r in rows if r.label == "ankle_boot")
+    assert summary.near_test == 3
 
 
 def test_blocked_images_are_regenerated_with_the_next_seed_and_counted(tiny_sd):

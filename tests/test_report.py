@@ -53,6 +53,7 @@ def write_run(
     source: str = "fixed",
     done: bool = True,
     parent_run_id: str = "",
+    weights: str | None = None,
 ) -> Path:
     """A finished run folder written by rundir.write_run, as `synthmix train` leaves it, for the given
     predictions (scored by synthmix.evaluate from logits that put the prediction first)."""
@@ -68,7 +69,7 @@ def write_run(
         model=model,
         mix=m,
         seed=seed,
-        weights="random" if model == "cnn" else "imagenet",
+        weights=weights or ("random" if model == "cnn" else "imagenet"),
         hyperparameters={"lr": 0.01, "epochs": 4, "batch_size": 32},
         hyperparameter_source=source,
         fingerprint=f"{model}{mix}{seed}{source}".ljust(16, "0"),
@@ -96,8 +97,19 @@ def predictions(seed: int, error_rate: float, classes=CLASSES, per_class: int = 
     return np.where(wrong, (true + 1 + (seed + np.arange(true.size)) % (k - 1)) % k, true)
 
 
+def improved(
+    predicted: np.ndarray, share: float, seed: int, classes=CLASSES, per_class: int = PER_CLASS
+) -> np.ndarray:
+    """The same predictions with a random `share` of their mistakes put right: a mix that truly helps,
+    by about the same amount in every replicate."""
+    true = np.repeat(np.arange(len(classes)), per_class)
+    fix = np.random.default_rng(1000 + seed).random(true.size) < share
+    return np.where(fix, true, predicted)
+
+
 def write_inputs(root: Path, classes=CLASSES) -> None:
-    """Tiny prepared/train.csv and synthetic/ trees for the sample figures."""
+    """Tiny prepared/train.csv and synthetic/ trees for the sample figures; the last synthetic image of
+    the first class is one the safety checker blocked."""
     rows, synthetic = [], []
     for c, label in enumerate(classes):
         for i in range(4):
@@ -106,7 +118,19 @@ def write_inputs(root: Path, classes=CLASSES) -> None:
             fake = write_image(root / "synthetic" / label / f"{i:04d}.png", seed=1000 + 100 * c + i)
             synthetic.append(
                 SyntheticRow(
-                    fake.relative_to(root), label, i, 7 + i, "ddpm", "local-ddpm", "", "", 25, 0.0, 0, "y"
+                    fake.relative_to(root),
+                    label,
+                    i,
+                    7 + i,
+                    "ddpm",
+                    "local-ddpm",
+                    "",
+                    "",
+                    25,
+                    0.0,
+                    0,
+                    "y",
+                    blocked=(c, i) == (0, 3),
                 )
             )
     write_manifest(rows, root / "prepared" / "train.csv")
@@ -128,16 +152,22 @@ def write_params(
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-@pytest.fixture
-def study(in_tmp: Path) -> Path:
-    """CNN: 30r30s truly better than 30r0s, 30r15s identical to it; three seeds."""
-    write_params(in_tmp)
-    write_inputs(in_tmp)
+def write_study(root: Path, mixes=("30r0s", "30r15s", "30r30s"), model: str = "cnn", **run) -> None:
+    """Three replicates: the first mix is the baseline, the second identical to it, the third truly
+    better (most of the baseline's mistakes put right, in every replicate)."""
     for seed in range(3):
         baseline = predictions(seed, 0.45)
-        write_run(in_tmp, "cnn", "30r0s", seed, baseline)
-        write_run(in_tmp, "cnn", "30r15s", seed, baseline.copy())
-        write_run(in_tmp, "cnn", "30r30s", seed, predictions(10 + seed, 0.10))
+        write_run(root, model, mixes[0], seed, baseline, **run)
+        write_run(root, model, mixes[1], seed, baseline.copy(), **run)
+        write_run(root, model, mixes[2], seed, improved(baseline, 0.8, seed), **run)
+
+
+@pytest.fixture
+def study(in_tmp: Path) -> Path:
+    """CNN: 30r30s truly better than 30r0s, 30r15s identical to it; three replicates."""
+    write_params(in_tmp)
+    write_inputs(in_tmp)
+    write_study(in_tmp)
     return in_tmp
 
 
@@ -151,19 +181,32 @@ def test_a_truly_better_mix_is_called_significant_and_an_identical_one_is_not(st
     summary = read_summary(study)
     better, same = summary[("cnn", "fixed", "30r30s")], summary[("cnn", "fixed", "30r15s")]
     assert float(better["f1_macro_change"]) > 0.2 and better["f1_macro_significant"] == "True"
-    assert float(better["f1_macro_change_ci_low"]) > 0
-    assert float(better["accuracy_p_holm"]) >= float(better["accuracy_p"])
-    assert float(same["f1_macro_change"]) == 0 and float(same["f1_macro_p"]) == 1.0
-    assert same["f1_macro_significant"] == "False"
+    assert float(better["f1_macro_change_ci_low"]) > 0 and better["family"] == "declared"
+    holm = min(1, 2 * float(better["f1_macro_p"]))  # a family of two: 30r15s and 30r30s against 30r0s
+    assert float(better["f1_macro_p_holm"]) == pytest.approx(holm, rel=1e-5)
+    assert 0 < float(better["f1_macro_mde"]) < float(better["f1_macro_change"])
+    assert float(better["f1_macro_change_df"]) >= 2
+    assert "accuracy_p_holm" not in better and "accuracy_significant" not in better  # secondary: no verdict
+    assert float(same["f1_macro_change"]) == 0 and same["f1_macro_p"] == "nan"  # no variance: no p-value
+    assert float(same["f1_macro_change_se"]) == 0 and same["f1_macro_significant"] == "False"
     assert summary[("cnn", "fixed", "30r0s")]["f1_macro_change"] == ""  # the baseline has no change
     words = "\n".join(result.findings)
     assert re.search(
-        r"CNN: 30r30s vs 30r0s macro F1 \+0\.\d{3} \(95% CI \+0\.\d{3} to \+0\.\d{3}, p[<=]", words
+        r"CNN: 30r30s vs 30r0s macro F1 \+0\.\d{3} \(95% CI \+0\.\d{3} to \+0\.\d{3}, p [<=] 0\.\d{3}, "
+        r"Holm p [<=] 0\.\d{3}\): significantly better",
+        words,
     )
-    assert re.search(r"30r30s vs 30r0s macro F1 [^\n]*: significantly better", words)
-    assert re.search(r"30r15s vs 30r0s macro F1 \+0\.000 [^\n]*: no significant difference", words)
-    assert "best mix by mean macro F1 is 30r30s" in words
+    assert re.search(r"30r15s vs 30r0s macro F1 \+0\.000 \(no variance: ", words)
+    assert "best mix by mean macro F1 is 30r30s" in words and "selected on the test set" in words
+    assert re.search(
+        r"CNN: the smallest change in macro F1 this design detects with 80% power is 0\.\d{3}", words
+    )
     assert "synthetic outnumbering real" not in words  # no equal-size mix with more synthetic than real
+    md = (study / "reports" / "report.md").read_text()
+    assert "baseline 30r0s (real only)" in md
+    assert not re.search(r"p ?= ?0\.000", md)  # a floor is written as a bound, never as an exact 0
+    changes = md[md.index("## Changes") :]
+    assert "no variance" in changes  # test loss of the identical mix: the same in every replicate
 
 
 def test_the_report_holds_the_tables_every_figure_and_provenance(study):
@@ -177,8 +220,22 @@ def test_the_report_holds_the_tables_every_figure_and_provenance(study):
     md = (out / "report.md").read_text()
     assert all(f"figures/{name}" in md for name in names)
     assert "| CNN | fixed | 30r30s | 3 |" in (out / "summary.md").read_text()
-    assert "Generator ddpm, model local-ddpm" in md and "CNN: random" in md and "Seeds: 0, 1, 2" in md
-    assert "Holm" in md and "paired bootstrap over test images and seeds" in md
+    assert (
+        "Generator ddpm, model local-ddpm" in md
+        and "CNN: random" in md
+        and "Seeds (replicates): 0, 1, 2" in md
+    )
+    assert "Holm" in md and "paired bootstrap over test images, 2000 resamples" in md
+    assert read_summary(study)[("cnn", "fixed", "30r30s")]["f1_macro_test"] == (
+        "t over replicates + paired bootstrap over test images"
+    )
+    assert "Replicate design: each replicate (seed) draws afresh the classifier's initialisation" in md
+    assert "1 still blocked by the safety checker and 0 near-copies of a test image" in md
+    assert "every study mix (30r15s, 30r30s) against 30r0s, 2 tests" in md
+    caption = next(line for line in md.splitlines() if line.startswith("*") and "Fig. 8" in line)
+    assert re.search(
+        r"95% intervals .* \d+ classes with an interval above zero, \d+ below, \d+ holding zero", caption
+    )
     html = (out / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == len(names)
     assert "figures/" not in html.replace("(the study", "")  # nothing linked, everything embedded
@@ -240,7 +297,7 @@ def test_without_a_baseline_the_report_says_so_and_shows_no_changes(in_tmp):
         write_run(in_tmp, "cnn", "30r15s", seed, predictions(seed, 0.3))
         write_run(in_tmp, "cnn", "30r30s", seed, predictions(5 + seed, 0.2))
     result = write_report(load_params(), log_to_mlflow=False)
-    assert any("no real-only baseline (30r0s) runs" in s for s in result.findings)
+    assert any("no baseline (30r0s) runs" in s for s in result.findings)
     assert all(r["f1_macro_change"] == "" for r in read_summary(in_tmp).values())
     # no synthetic/ or prepared/ here: the figures that need them are left out, the rest are drawn
     assert sorted(p.name for p in result.figures) == [
@@ -266,6 +323,9 @@ def test_tuned_runs_sit_beside_fixed_ones_and_unused_runs_are_counted(in_tmp):
     words = "\n".join(result.findings)
     assert "CNN 30r15s: tuned vs fixed hyperparameters macro F1 -" in words
     assert "synthetic outnumbering real (15r30s vs 30r15s, both 45 images a class): macro F1 -" in words
+    # neither is in the declared family (every mix against the baseline): no verdict, exploratory
+    assert re.search(r"tuned vs fixed hyperparameters [^\n]*unadjusted p [<=] [^\n]*exploratory", words)
+    assert re.search(r"synthetic outnumbering real [^\n]*exploratory, outside the declared family", words)
     md = (in_tmp / "reports" / "report.md").read_text()
     assert "## Tuned vs fixed hyperparameters" in md
     assert "30r0s vs 30r15s (the study's Figs. 4-5)" in md  # 30 real images and the most synthetic ones
@@ -297,7 +357,81 @@ def test_the_figures_compare_the_baseline_with_the_mix_adding_the_most_synthetic
     write_report(load_params(), log_to_mlflow=False)
     caption = _curves_caption(in_tmp)
     assert "10r0s vs 5r20s" in caption
-    assert "the best mix by mean macro F1 (no mix adds synthetic images to the baseline's 10 real" in caption
+    assert "the best mix by mean macro F1, picked on the test set (no mix adds synthetic images" in caption
+
+
+def test_the_family_is_the_study_mixes_even_when_a_report_sees_fewer_runs(in_tmp):
+    """Four mixes against the baseline are declared; runs exist for one: Holm still adjusts over four."""
+    write_params(in_tmp, mixes=("30r0s", "30r15s", "30r30s", "15r30s", "0r30s"))
+    for seed in range(3):
+        baseline = predictions(seed, 0.45)
+        write_run(in_tmp, "cnn", "30r0s", seed, baseline)
+        write_run(in_tmp, "cnn", "30r30s", seed, improved(baseline, 0.8, seed))
+    result = write_report(load_params(), log_to_mlflow=False)
+    row = read_summary(in_tmp)[("cnn", "fixed", "30r30s")]
+    assert float(row["f1_macro_p_holm"]) == pytest.approx(min(1, 4 * float(row["f1_macro_p"])), rel=1e-5)
+    assert any(
+        "no runs of 30r15s, 15r30s, 0r30s; they stay in the declared family" in s for s in result.findings
+    )
+
+
+def test_a_single_mix_experiment_says_its_results_are_exploratory(study):
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    (study / "params.yaml").write_text(yaml.safe_dump({**params, "mix": "30r30s"}))
+    result = write_report(load_params(), log_to_mlflow=False)
+    assert result.findings[0].startswith("This report comes from a single-mix experiment (mix=30r30s)")
+    assert "exploratory" in result.findings[0]
+    assert any(
+        "30r30s vs 30r0s macro F1" in s and "significantly better (exploratory)" in s for s in result.findings
+    )
+    assert read_summary(study)[("cnn", "fixed", "30r30s")]["family"] == "exploratory"
+
+
+def test_the_primary_metric_alone_carries_the_verdicts(study):
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    params["report"]["primary_metric"] = "accuracy"
+    (study / "params.yaml").write_text(yaml.safe_dump(params))
+    result = write_report(load_params(), log_to_mlflow=False)
+    row = read_summary(study)[("cnn", "fixed", "30r30s")]
+    assert row["accuracy_significant"] == "True" and "f1_macro_p_holm" not in row
+    assert any("30r30s vs 30r0s accuracy +" in s and "significantly better" in s for s in result.findings)
+    md = (study / "reports" / "report.md").read_text()
+    assert "| accuracy (primary) |" in md and "Verdicts use one metric, accuracy" in md
+
+
+def test_a_random_init_backbone_is_named_so_wherever_the_model_is_named(in_tmp):
+    write_params(in_tmp, models=("resnet50",))
+    write_study(in_tmp, model="resnet50", weights="random")
+    result = write_report(load_params(), log_to_mlflow=False)
+    assert all(s.startswith("ResNet50 (random init)") for s in result.findings)
+    md = (in_tmp / "reports" / "report.md").read_text()
+    assert "| ResNet50 (random init) | fixed | 30r30s | 3 |" in md
+    assert "models ResNet50 (random init);" in md
+    assert "ResNet50 backbone: random init, not ImageNet" in md.splitlines()[0]
+    assert re.search(r"\| ResNet50 \|", md) is None  # never the bare name
+
+
+def test_the_baseline_is_called_real_only_only_when_its_runs_had_no_synthetic_image(in_tmp):
+    write_params(in_tmp, mixes=("30r15s", "30r30s", "15r30s"), baseline="30r15s")
+    write_study(in_tmp, mixes=("30r15s", "30r30s", "15r30s"))
+    write_report(load_params(), log_to_mlflow=False)
+    md = (in_tmp / "reports" / "report.md").read_text()
+    assert "baseline 30r15s;" in md and "real only" not in md
+
+    write_params(in_tmp)  # a 30r0s baseline whose runs say they held synthetic images after all
+    write_study(in_tmp)
+    for run_dir in in_tmp.glob("runs/cnn/30r0s/*"):
+        record = rundir.read_run(run_dir).record
+        rundir.finish(run_dir, dataclasses.replace(record, synthetic_images=5))
+    write_report(load_params(), log_to_mlflow=False)
+    assert "baseline 30r0s;" in (in_tmp / "reports" / "report.md").read_text()
+
+
+def test_p_values_below_the_printed_precision_are_bounds():
+    from synthmix.report.wording import p_text
+
+    assert (p_text(0.0004), p_text(0.0123), p_text(float("nan"))) == ("p < 0.001", "p = 0.012", "p n/a")
+    assert p_text(1e-9, "Holm p") == "Holm p < 0.001"
 
 
 def _logged(run_id: str) -> tuple[set[str], dict[str, float], dict[str, str]]:
@@ -339,6 +473,9 @@ def test_bad_report_params_are_refused_naming_the_key(in_tmp, capsys):
     write_params(in_tmp, confidence=95)
     assert cli(["report", "--no-mlflow"]) == 2
     assert "report.confidence is 95" in capsys.readouterr().err
+    write_params(in_tmp, primary_metric="test_loss")  # not a classification metric: no per-image test
+    assert cli(["report", "--no-mlflow"]) == 2
+    assert "report.primary_metric is 'test_loss'" in capsys.readouterr().err
 
 
 def test_no_runs_is_a_user_error_saying_to_train_first(in_tmp):

@@ -1,4 +1,5 @@
-"""Tuning: validation split, shared studies, resume, MLflow nesting, best-parameter file, test split unseen."""
+"""Tuning: held-out real validation set, shared studies, resume, MLflow nesting, best-parameter file,
+test split unseen."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from conftest import write_image
 from synthmix import cli, tracking
 from synthmix.config import load_params
 from synthmix.data import prepare_split, read_manifest
+from synthmix.errors import UserError
 from synthmix.files import sha256_file
 from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
-from synthmix.mixes import Mix, TrainingImage
+from synthmix.mixes import Mix
 from synthmix.tune import storage as tune_storage
-from synthmix.tune.data import mix_training_set, study_name, validation_split
+from synthmix.tune.data import study_name, tuning_sets
 from synthmix.tune.space import TrialSeededTPESampler, suggest_hyperparameters
 from synthmix.tune.stage import MLFLOW_EXPERIMENT, tune_mix
 from synthmix.tune.storage import FINISHED, WAIT_SECONDS, create_study, open_storage
@@ -99,40 +101,31 @@ def finished_trials(storage: str) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(states=FINISHED)
 
 
-# --- the validation split --------------------------------------------------------------------------
+# --- the validation set ---------------------------------------------------------------------------
 
 
-def _images(real: int, synthetic: int) -> list[TrainingImage]:
-    return [
-        TrainingImage(Path(f"{label}/{source}{i}.png"), label, f"{label}-{source}-{i:03d}", source)
-        for label in CLASSES
-        for source, count in (("real", real), ("synthetic", synthetic))
-        for i in range(count)
-    ]
+def test_every_mix_is_validated_on_the_same_held_out_real_images_and_tuned_on_none_of_them(project):
+    params = load_params("params.yaml")
+    sets = {name: tuning_sets(params, Mix.parse(name)) for name in ("0r4s", "8r4s", "8r0s", "4r4s")}
+    validation = sets["0r4s"].validation
+    synthetic = {sha256_file(p) for p in Path("synthetic").glob("*/*.png")}
+    assert validation and not {image.sha256 for image in validation} & synthetic  # 0r30s-like: no synthetic
+    assert {image.source for image in validation} == {"real"}
+    # per class, the highest-ranked round(0.2 * 8) = 2 of the 8 real training images
+    train_rows = read_manifest(Path("prepared/train.csv"))
+    assert {image.path for image in validation} == {r.path for r in train_rows if r.rank >= 6}
+    for mix_sets in sets.values():
+        assert mix_sets.validation == validation  # the same validation images for every mix
+        assert not {image.path for image in mix_sets.train} & {image.path for image in validation}
+    assert {image.source for image in sets["0r4s"].train} == {"synthetic"}
+    assert sum(image.source == "real" for image in sets["8r4s"].train) == 3 * 6
+    assert sum(image.source == "real" for image in sets["4r4s"].train) == 3 * 4  # a smaller mix loses none
 
 
-def test_validation_split_is_stratified_per_class_and_source_seeded_and_disjoint():
-    images = _images(real=10, synthetic=5)
-    train, validation = validation_split(images, fraction=0.2, seed=0)
-    assert sorted(train + validation) == list(range(len(images)))
-    for label in CLASSES:
-        picked = [images[i] for i in validation if images[i].label == label]
-        assert sum(i.source == "real" for i in picked) == 2  # 20% of 10
-        assert sum(i.source == "synthetic" for i in picked) == 1  # 20% of 5
-    assert validation_split(images, 0.2, seed=0) == (train, validation)
-    assert validation_split(images, 0.2, seed=1)[1] != validation
-    # The choice follows content, not listing order.
-    shuffled = list(reversed(images))
-    _, validation_shuffled = validation_split(shuffled, 0.2, seed=0)
-    assert {shuffled[i].sha256 for i in validation_shuffled} == {images[i].sha256 for i in validation}
-
-
-def test_validation_split_keeps_a_training_image_in_every_group():
-    images = _images(real=2, synthetic=1)
-    train, validation = validation_split(images, fraction=0.9, seed=0)
-    for label in CLASSES:
-        assert any(images[i].label == label and images[i].source == "real" for i in train)
-        assert sum(images[i].label == label for i in validation) == 1  # the lone synthetic one trains
+def test_a_validation_fraction_that_holds_out_no_image_is_a_clear_error(project):
+    write_params(project, f"sqlite:///{project / 'optuna.db'}", validation_fraction=0.05)  # 0.4 of 8 -> 0
+    with pytest.raises(UserError, match=r"tune.validation_fraction 0.05 holds out 0 of the 8"):
+        tuning_sets(load_params("params.yaml"), Mix(8, 0))
 
 
 # --- tuning end to end (in process) ---------------------------------------------------------------
@@ -216,9 +209,9 @@ def _age_heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> None:
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask(), on purpose
 def test_a_dead_workers_running_trial_is_waited_for_then_failed_and_replaced(project, monkeypatch):
     params = load_params("params.yaml")
-    images = mix_training_set(params, Mix(8, 0))
+    sets = tuning_sets(params, Mix(8, 0))
     storage = open_storage(params.tune.storage, params.tune.heartbeat_seconds)
-    study = create_study(study_name("cnn", Mix(8, 0), params, images), storage, params.tune)
+    study = create_study(study_name("cnn", Mix(8, 0), params, sets), storage, params.tune)
     orphan = study.ask()  # another worker's trial, RUNNING, with a fresh heartbeat: it may still be alive
     storage.record_heartbeat(orphan._trial_id)
 
@@ -275,13 +268,13 @@ def test_a_fixed_sampler_seed_replays_the_study_and_workers_draw_different_point
 
 def test_a_changed_search_space_or_fixed_setting_starts_a_new_study(project):
     params = load_params("params.yaml")
-    images = mix_training_set(params, Mix(8, 0))
-    name = study_name("cnn", Mix(8, 0), params, images)
+    sets = tuning_sets(params, Mix(8, 0))
+    name = study_name("cnn", Mix(8, 0), params, sets)
     assert name.startswith("cnn-8r0s-")
 
     def name_with(**overrides) -> str:
         write_params(project, params.tune.storage, **overrides)
-        return study_name("cnn", Mix(8, 0), load_params("params.yaml"), images)
+        return study_name("cnn", Mix(8, 0), load_params("params.yaml"), sets)
 
     assert name_with(lr=[0.001, 0.01]) != name  # another search space
     assert name_with(cnn={"conv_dropout": 0.3}) != name  # a fixed setting every trial trains with

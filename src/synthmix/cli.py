@@ -60,7 +60,7 @@ def data_default(
     dvc: bool = typer.Option(True, help="Track the folder with DVC (dvc add) afterwards."),
 ) -> None:
     """Write the embedded default data (scikit-learn's handwritten digits) as one folder per class."""
-    from synthmix.data import write_default_data
+    from synthmix.data_import import write_default_data
 
     params = _params(params_file)
     target = params.data.dir
@@ -83,7 +83,7 @@ def data_import(
     dvc: bool = typer.Option(True, help="Track the imported set with DVC (dvc add) afterwards."),
 ) -> None:
     """Validate your own images and make them the real set (copied into data.dir, tracked by DVC)."""
-    from synthmix.data import import_tree
+    from synthmix.data_import import import_tree
 
     params = _params(params_file)
     records, rejected = import_tree(source, params.data.dir, report)
@@ -103,7 +103,13 @@ def prepare(params_file: Path = PARAMS_OPTION) -> None:
     params = _params(params_file)
     cfg = params.data
     rows, rejected = prepare_split(
-        cfg.dir, cfg.prepared_dir, cfg.train_per_class, cfg.test_per_class, cfg.seed, cfg.drop_small_classes
+        cfg.dir,
+        cfg.prepared_dir,
+        cfg.train_per_class,
+        cfg.test_per_class,
+        cfg.seed,
+        cfg.drop_small_classes,
+        near_duplicate_distance=cfg.near_duplicate_distance,
     )
     classes = len({r.label for r in rows})
     console.print(
@@ -137,6 +143,12 @@ def generate_command(params_file: Path = PARAMS_OPTION) -> None:
             console.print(
                 f"[yellow]{summary.retries} blocked image(s) regenerated with the next seed; {summary.blocked} "
                 f"still blocked after generate.text2image.max_retries (see {summary.manifest}).",
+                highlight=False,
+            )
+        if summary.near_test:
+            console.print(
+                f"[yellow]{summary.near_test} synthetic image(s) are near-copies of test images: flagged in "
+                f"{summary.manifest} (near_test_path) and never trained on.",
                 highlight=False,
             )
 

@@ -7,7 +7,6 @@ wrong type, bad value, infeasible mix) into a UserError naming the file and the 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from synthmix.config_messages import explain
+from synthmix.data import NEAR_DUPLICATE_DISTANCE
 from synthmix.errors import UserError
 from synthmix.mixes import REDRAWABLE, Draw, Mix
 
@@ -109,6 +110,8 @@ class DataConfig(Section):
     test_per_class: PositiveInt = 30
     seed: int = 0
     drop_small_classes: bool = False  # True: drop a class with too few images (warned), else fail
+    # perceptual-hash bits (of 64) within which two images are copies: kept out of test, never trained on
+    near_duplicate_distance: Annotated[int, Field(ge=0, le=64)] = NEAR_DUPLICATE_DISTANCE
 
 
 class DDPMConfig(Section):
@@ -141,7 +144,7 @@ class Text2ImageConfig(Section):
     steps: PositiveInt = 30
     size: PositiveInt = 512
     batch_size: PositiveInt = 4
-    mode: Literal["text", "image"] = "text"  # text-to-image, or image-to-image from each real image
+    mode: Literal["text", "image"] = "text"  # or image-to-image from the smallest mix's real images
     strength: Annotated[Float, Field(gt=0, le=1)] = 0.6  # image mode only: how far from the real image
     safety_checker: bool = True
     max_retries: Count = 3  # regenerate a blocked (all-black) image with the next seed this often
@@ -238,18 +241,14 @@ class StudyConfig(Section):
     # subset (which M of the generated pool). [] keeps both fixed for every seed.
     redraw: Annotated[tuple[Literal[REDRAWABLE], ...], AsList] = REDRAWABLE
 
-    def draw(self, seed: int) -> Draw:
-        """The draw of the replicate with `seed`."""
-        return Draw(seed, self.redraw)
-
 
 class TuneConfig(Section):
     enabled: bool = False  # the dvc `tune` stage tunes only when true (it is off in a plain `dvc repro`)
     trials: PositiveInt = 20  # finished (complete + pruned) trials per (model, mix), summed over workers
     storage: str = "sqlite:///optuna.db"  # any SQLAlchemy URL; a shared PostgreSQL one lets machines help
     sampler_seed: int = 0
-    seed: int = 0  # seeds the validation split and every trial's training
-    # carved per class (and per real/synthetic source) from the mix's training set
+    seed: int = 0  # seeds every trial's training
+    # of each class's real training images, the highest-ranked: every mix validates on them, none trains
     validation_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.2
     best_params_file: FilePath = Path("tuned/best_params.yaml")
     pruning_startup_trials: Count = 5  # trials that always finish before the median pruner may stop one
@@ -267,9 +266,12 @@ class ReportConfig(Section):
     # of every interval; 1 - confidence is the significance level
     confidence: Annotated[Float, Field(ge=0.5, lt=1, description="e.g. 0.95 for 95% intervals")] = 0.95
     bootstrap_samples: Annotated[
-        int, Field(ge=100, description="resamples per percentile interval; 10000 gives stable p-values")
+        int,
+        Field(ge=100, description="resamples of the test images, for the image part of each change's error"),
     ] = 10000
     seed: int = 0  # of the bootstrap's resampling
+    # carries the verdicts (significant or not, Holm-adjusted); the other metrics are shown, not tested
+    primary_metric: Literal["accuracy", "precision_macro", "recall_macro", "f1_macro"] = "f1_macro"
     sample_images: PositiveInt = 4  # real and synthetic images per class in the sample figures
     highlight_classes: PositiveInt = 3  # most improved and most degraded classes in the sample figures
 
@@ -284,6 +286,12 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
     report: ReportConfig = ReportConfig()
+
+    def replicate_draw(self, seed: int) -> Draw:
+        """What the replicate with `seed` draws (study.redraw). Image-to-image sources are the first real
+        ranks of each class, which every mix must hold, so that mode keeps the real subset fixed."""
+        image_to_image = self.generate.generator == "text2image" and self.generate.text2image.mode == "image"
+        return Draw(seed, tuple(r for r in self.study.redraw if not (image_to_image and r == "real_subset")))
 
     @property
     def selected_mixes(self) -> tuple[Mix, ...]:
@@ -322,7 +330,7 @@ def params_from_dict(raw: Any, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_explain(exc, source)) from None
+        raise UserError(explain(exc, source, Params)) from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -344,58 +352,3 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
         )
     return out
-
-
-# --- pydantic's ValidationError -> one paragraph naming the file and the dotted key ---------------
-
-_EXPECTED = {  # error type -> what the value must be (format fields come from the error's ctx)
-    "int_type": "a whole number",
-    "float_type": "a number",
-    "finite_number": "a finite number",
-    "bool_type": "true or false",
-    "string_type": "a single text value (quote it if YAML reads it as a number or a list)",
-    "tuple_type": "a list",
-    "model_type": "a mapping of keys",
-    "is_instance_of": "a path",  # the only is-instance check here is FilePath's
-    "greater_than": "greater than {gt}",
-    "greater_than_equal": "{ge} or more",
-    "less_than": "less than {lt}",
-    "less_than_equal": "{le} or less",
-    "multiple_of": "a multiple of {multiple_of}",
-    "too_short": "a list of at least {min_length} values",
-    "too_long": "a list of at most {max_length} values",
-    "literal_error": "{expected}",
-}
-
-
-def _explain(exc: ValidationError, source: str) -> str:
-    error = exc.errors(include_url=False)[0]
-    loc, kind, value, ctx = error["loc"], error["type"], error.get("input"), error.get("ctx", {})
-    if kind == "missing" and loc and isinstance(loc[-1], int):  # a fixed-length list with too few values
-        loc, kind, ctx = loc[:-1], "too_short", {"min_length": loc[-1] + 1}
-    key, section, field = _dotted(loc), Params, None
-    for part in (p for p in loc if isinstance(p, str)):  # walk to the field (None: an unknown key)
-        section = field.annotation if field else section
-        field = getattr(section, "model_fields", {}).get(part)
-    if kind == "extra_forbidden":
-        where, known = _dotted(loc[:-1]) or "the top level", ", ".join(sorted(section.model_fields))
-        return f"In {source}, unknown key '{key}'. Known keys at {where}: {known}. Check the spelling."
-    if kind == "value_error":
-        reason = str(ctx["error"])
-        return f"In {source}, {key} is {_show(value)}: {reason}" if key else f"In {source}, {reason}"
-    expected = _EXPECTED[kind].format(**ctx) if kind in _EXPECTED else error["msg"].lower()
-    expected = expected.replace("at least 1 values", "at least one value")
-    why = f" ({field.description})" if field and field.description else ""
-    return f"In {source}, {key or 'the top level'} is {_show(value)}; it must be {expected}{why}."
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    """('study', 'mixes', 1) -> 'study.mixes[1]'."""
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).removeprefix(".")
-
-
-def _show(value: Any) -> str:
-    """A value as the YAML the user wrote: true, null, 'text', [1, 2]."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    return json.dumps(value) if isinstance(value, bool) or value is None else repr(value)

@@ -104,9 +104,10 @@ class Draw:
 def training_images(
     real_rows: Sequence[SplitRow], synthetic_rows: Sequence[SyntheticRow], mix: Mix, draw: Draw = Draw()
 ) -> list[TrainingImage]:
-    """The training set of `mix`: per class, N real training images and M synthetic ones.
+    """The training set of `mix`: per class, N real training images and M usable synthetic ones.
 
-    Without redrawing (the default Draw) these are real ranks < N and synthetic indices < M. Nested by
+    Without redrawing (the default Draw) these are real ranks < N and the M lowest usable synthetic
+    indices (SyntheticRow.usable: not blocked, not a near-copy of a test image). Nested by
     construction within one draw: a larger mix only adds images. Raises a UserError naming the class
     when a class has fewer images than the mix asks for (e.g. a synthetic set generated with fewer).
     """
@@ -117,7 +118,7 @@ def training_images(
             real_by_class[r.label].append(r)
     synth_by_class: dict[str, list[SyntheticRow]] = {c: [] for c in classes}
     for s in synthetic_rows:
-        if s.label in synth_by_class:
+        if s.label in synth_by_class and s.usable:  # never a blocked image or a copy of a test image
             synth_by_class[s.label].append(s)
     images: list[TrainingImage] = []
     for label in classes:
@@ -131,8 +132,9 @@ def training_images(
         if len(synth) < mix.synthetic:
             raise UserError(
                 f"Mix {mix.name} needs {mix.synthetic} synthetic images of class '{label}', but the "
-                f"synthetic set has {len(synth)}. Rerun `synthmix generate` with "
-                f"generate.images_per_class >= {mix.synthetic}."
+                f"synthetic set has {len(synth)} usable ones (blocked images and near-copies of test images "
+                "are left out; synthetic/manifest.csv flags them). Rerun `synthmix generate` with a larger "
+                f"generate.images_per_class than {mix.synthetic}."
             )
         # Within a class, images keep a canonical order (rank, index) whatever the draw.
         images += [

@@ -133,7 +133,7 @@ def read_study_data(params: Params, mixes: Sequence[Mix], seeds: Sequence[int]) 
     manifest = params.generate.out_dir / "manifest.csv"
     synthetic_rows = read_synthetic_manifest(manifest) if any(m.synthetic > 0 for m in mixes) else []
     training = {
-        (mix, seed): training_images(train_rows, synthetic_rows, mix, params.study.draw(seed))
+        (mix, seed): training_images(train_rows, synthetic_rows, mix, params.replicate_draw(seed))
         for mix in mixes
         for seed in seeds
     }

@@ -5,6 +5,9 @@ SYNTHETIC_MANIFEST_FIELDS, one row per image, sorted by class then index; docs/l
 carries its own record (settings digest, seed, retries, blocked) in a PNG text chunk, so a rerun can
 tell an image finished with the current settings from one made with others. Imports neither torch nor
 diffusers: training, tuning and the report read the manifest through here.
+
+A row is `usable` for training unless the safety checker still blocked it after the retries (it is
+all black) or it is a near-copy of a test image (`near_test_path`): mixes skip rows that are not.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ SYNTHETIC_MANIFEST_FIELDS = (
     "guidance",
     "retries",
     "sha256",
+    "blocked",
+    "source_path",
+    "near_test_path",
+    "near_test_distance",
 )
 
 
@@ -62,6 +69,20 @@ class SyntheticRow:
     guidance: float
     retries: int
     sha256: str
+    blocked: bool = False  # still blocked by the safety checker after max_retries: an all-black image
+    source_path: Path | None = None  # the real training image it was made from (image-to-image mode)
+    near_test_path: Path | None = None  # the test image it nearly copies (perceptual hash), if any
+    near_test_distance: int | None = None  # the Hamming distance of their perceptual hashes
+
+    @property
+    def usable(self) -> bool:
+        """Whether a mix may train on the image: not blocked, and no near-copy of a test image."""
+        return not self.blocked and self.near_test_path is None
+
+
+def usable(row: SyntheticRow) -> bool:
+    """Whether a mix may train on the image (SyntheticRow.usable)."""
+    return row.usable
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,10 @@ def write_synthetic_manifest(rows: Sequence[SyntheticRow], path: Path) -> None:
                 r.guidance,
                 r.retries,
                 r.sha256,
+                "true" if r.blocked else "false",
+                _text(r.source_path),
+                _text(r.near_test_path),
+                _text(r.near_test_distance),
             )
             for r in sorted(rows, key=lambda r: (r.label, r.index))
         ),
@@ -174,6 +199,17 @@ def read_synthetic_manifest(path: Path) -> list[SyntheticRow]:
                 float(r["guidance"]),
                 int(r["retries"]),
                 r["sha256"],
+                r["blocked"] == "true",
+                Path(r["source_path"]) if r["source_path"] else None,
+                Path(r["near_test_path"]) if r["near_test_path"] else None,
+                int(r["near_test_distance"]) if r["near_test_distance"] else None,
             )
             for r in reader
         ]
+
+
+def _text(value: Path | int | None) -> str:
+    """A manifest cell: empty for None, a POSIX path for a Path."""
+    if value is None:
+        return ""
+    return value.as_posix() if isinstance(value, Path) else str(value)

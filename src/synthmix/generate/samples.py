@@ -1,7 +1,8 @@
 """The sample grids: real vs synthetic images of each class, the study's Fig. 1.
 
 `samples/<class>.png` puts GRID_COLUMNS real training images (top row) over as many synthetic ones
-(bottom row); `samples/grid.png` shows OVERVIEW_COLUMNS of each for every class at once.
+(bottom row); `samples/grid.png` shows OVERVIEW_COLUMNS of each for every class at once. The synthetic
+images shown are the first usable ones (`manifest.usable`: those a mix may train on).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from synthmix.data import load_rgb
 from synthmix.files import atomic_path
+from synthmix.generate.manifest import usable
 
 if TYPE_CHECKING:
     from synthmix.data import SplitRow
@@ -33,7 +35,8 @@ def write_sample_grids(
         real.setdefault(row.label, []).append(row.path)
     synthetic: dict[str, list[Path]] = {}
     for row in sorted(synthetic_rows, key=lambda r: (r.label, r.index)):
-        synthetic.setdefault(row.label, []).append(row.path)
+        if usable(row):
+            synthetic.setdefault(row.label, []).append(row.path)
     written: dict[str, Path] = {}
     for label in sorted(real):
         picture = _tile_rows([real[label][:GRID_COLUMNS], synthetic.get(label, [])[:GRID_COLUMNS]], tile=64)

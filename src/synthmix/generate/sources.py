@@ -2,8 +2,13 @@
 
 A source samples a fixed chunk of (class, index) keys from their seeds, one image per key, and says
 what determines its images (`settings`, hashed into every PNG's record) and how the manifest
-describes them (`row_template`). `SOURCES` maps each `generate.generator` name to the function that
-builds its source; a new generator is a module with its model code and one entry here.
+describes them (`row_template`, `source_path`). `SOURCES` maps each `generate.generator` name to the
+function that builds its source; a new generator is a module with its model code and one entry here.
+
+Provenance: the DDPM learns from every real training image; image-to-image starts synthetic image i
+of a class from its real training image of rank `i mod source_ranks` (the stage sets source_ranks to
+the smallest real count of the study's mixes, so every mix with real images holds the sources);
+text-to-image sees no real image.
 """
 
 from __future__ import annotations
@@ -60,9 +65,16 @@ class ImageSource(Protocol):
 
     def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]: ...
 
+    def source_path(self, key: ImageKey) -> Path | None:
+        """The real training image the image was made from, or None (made from no single image)."""
+        ...
 
-# (generate config, training rows, ordered class names, accelerate state, log_metric) -> source
-SourceFactory = Callable[["GenerateConfig", Sequence["SplitRow"], Sequence[str], Any, LogMetric], ImageSource]
+
+# (generate config, training rows, ordered class names, accelerate state, log_metric, source_ranks)
+# -> source; source_ranks: image-to-image starts only from real training ranks below it
+SourceFactory = Callable[
+    ["GenerateConfig", Sequence["SplitRow"], Sequence[str], Any, LogMetric, int], ImageSource
+]
 
 
 # --- the DDPM -------------------------------------------------------------------------------------
@@ -94,6 +106,9 @@ class DDPMSource:
         pixels = ddpm.sample_ddpm(self.model, self.cfg, [self.class_ids[k.label] for k in keys], seeds)
         return [Generated(p, s) for p, s in zip(pixels, seeds, strict=True)]
 
+    def source_path(self, key: ImageKey) -> Path | None:
+        return None  # each image comes from the model, which learnt from every real training image
+
 
 def open_ddpm(
     cfg: GenerateConfig,
@@ -101,8 +116,10 @@ def open_ddpm(
     classes: Sequence[str],
     state: Any,
     log_metric: LogMetric,
+    source_ranks: int,
 ) -> DDPMSource:
-    """Train the DDPM on the main process (the others wait), then load it everywhere."""
+    """Train the DDPM on every real training image on the main process (the others wait), then load it
+    everywhere. `source_ranks` is for image-to-image only: the DDPM learns from all training ranks."""
     class_ids = {label: i for i, label in enumerate(classes)}
     ordered = sorted(train_rows, key=lambda r: (r.label, r.rank))
     fingerprint = ddpm.model_fingerprint(cfg.ddpm, classes, [r.sha256 for r in ordered], cfg.seed)
@@ -130,14 +147,17 @@ def open_ddpm(
 class Text2ImageSource:
     pipe: Any
     cfg: Text2ImageConfig
-    init_images: dict[str, list[Path]]  # class -> real training images by rank (image mode)
+    sources: dict[str, list[SplitRow]]  # class -> real training rows of rank < source_ranks, by rank
 
     @property
     def chunk_size(self) -> int:
         return self.cfg.batch_size
 
     def settings(self) -> dict[str, Any]:
-        return {"generator": "text2image", **to_dict(self.cfg)}
+        settings = {"generator": "text2image", **to_dict(self.cfg)}
+        if self.cfg.mode == "image":  # other source images make other images
+            settings["sources"] = {label: [r.sha256 for r in rows] for label, rows in self.sources.items()}
+        return settings
 
     def row_template(self, label: str) -> SyntheticRow:
         return _template(
@@ -154,14 +174,17 @@ class Text2ImageSource:
         label = keys[0].label  # chunks never mix classes
         init = None
         if self.cfg.mode == "image":
-            # Image i starts from real training image i (cycling when there are more synthetic ones).
-            reals = self.init_images[label]
             size = (self.cfg.size, self.cfg.size)
-            init = [
-                load_rgb(reals[k.index % len(reals)]).resize(size, Image.Resampling.BICUBIC) for k in keys
-            ]
+            init = [load_rgb(self.source_path(k)).resize(size, Image.Resampling.BICUBIC) for k in keys]
         results = text2image.sample_text2image(self.pipe, self.cfg, label, seeds, init)
         return [Generated(r.pixels, r.seed, r.retries, r.blocked) for r in results]
+
+    def source_path(self, key: ImageKey) -> Path | None:
+        """Image mode: image i starts from real training rank i mod source_ranks; text mode: None."""
+        if self.cfg.mode != "image":
+            return None
+        reals = self.sources[key.label]
+        return reals[key.index % len(reals)].path
 
 
 def open_text2image(
@@ -170,14 +193,15 @@ def open_text2image(
     classes: Sequence[str],
     state: Any,
     log_metric: LogMetric,
+    source_ranks: int,
 ) -> Text2ImageSource:
-    """Load the pipeline on every process; image mode remembers each class's real images by rank."""
-    init_images: dict[str, list[Path]] = {}
+    """Load the pipeline on every process; remember each class's real training rows of rank below
+    `source_ranks`, which image mode starts from."""
+    sources: dict[str, list[SplitRow]] = {}
     for row in sorted(train_rows, key=lambda r: (r.label, r.rank)):
-        init_images.setdefault(row.label, []).append(row.path)
-    return Text2ImageSource(
-        text2image.load_pipeline(cfg.text2image, state.device), cfg.text2image, init_images
-    )
+        if row.rank < source_ranks:
+            sources.setdefault(row.label, []).append(row)
+    return Text2ImageSource(text2image.load_pipeline(cfg.text2image, state.device), cfg.text2image, sources)
 
 
 # --- the registry ---------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ Chunks are dealt round-robin to the processes of `accelerate launch`.
 Every PNG is written under a temporary name and renamed, and carries its own record (settings digest,
 seed, retries; see `manifest`), so a rerun keeps exactly the finished images whose settings match and
 redoes the rest; synthetic/ ends up holding only the PNGs and manifest.csv.
+
+The manifest marks the images no mix may train on (`manifest.usable`): those the safety checker still
+blocks after the retries, and near-copies of a test image (perceptual hashes within
+data.near_duplicate_distance bits of one, the test used to catch copies across the real split).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from PIL import Image
 
 from synthmix import tracking
 from synthmix.config import flatten, to_dict
-from synthmix.data import SplitRow, read_manifest
+from synthmix.data import SplitRow, load_rgb, nearest, perceptual_hash, read_manifest
 from synthmix.errors import UserError
 from synthmix.files import sha256_file
 from synthmix.generate.manifest import (
@@ -58,6 +62,7 @@ class GenerateSummary:
     blocked: int = 0
     classes: int = 0
     seconds: float = 0.0
+    near_test: int = 0  # near-copies of a test image, flagged in the manifest
     is_main_process: bool = True
     manifest: Path | None = None
     blocked_keys: list[ImageKey] = field(default_factory=list)
@@ -90,6 +95,13 @@ def shard(chunks: Sequence[tuple[ImageKey, ...]], process_index: int, num_proces
     return list(chunks[process_index::num_processes])
 
 
+def source_ranks(params: Params) -> int:
+    """How many real training ranks image-to-image starts from: the smallest positive real count of the
+    study's mixes (so every mix with real images holds the sources of its synthetic images), or every
+    training image when no mix has real images."""
+    return min((mix.real for mix in params.study.mixes if mix.real > 0), default=params.data.train_per_class)
+
+
 def settings_digest(source_settings: dict[str, Any], base_seed: int) -> str:
     payload = json.dumps({"settings": source_settings, "seed": base_seed}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -101,7 +113,8 @@ def settings_digest(source_settings: dict[str, Any], base_seed: int) -> str:
 def generate_synthetic(params: Params) -> GenerateSummary:
     """Run the generate stage as configured; under `accelerate launch` each process does its share.
 
-    Reads prepared/train.csv only (never the test split). Writes synthetic/<class>/<index:04d>.png,
+    The generators see prepared/train.csv only; prepared/test.csv is read after generation, to flag
+    synthetic images that nearly copy a test image. Writes synthetic/<class>/<index:04d>.png,
     synthetic/manifest.csv, samples/<class>.png and samples/grid.png; the DDPM's checkpoints go to
     generate.ddpm.checkpoint_dir.
     """
@@ -115,7 +128,9 @@ def generate_synthetic(params: Params) -> GenerateSummary:
     summary = GenerateSummary(classes=len(classes), is_main_process=state.is_main_process)
 
     with _mlflow_run(state.is_main_process, params) as log_metric:
-        source: ImageSource = SOURCES[cfg.generator](cfg, train_rows, classes, state, log_metric)
+        source: ImageSource = SOURCES[cfg.generator](
+            cfg, train_rows, classes, state, log_metric, source_ranks(params)
+        )
         digest = settings_digest(source.settings(), cfg.seed)
         chunks = plan_chunks(classes, cfg.images_per_class, source.chunk_size)
         mine = shard(chunks, state.process_index, state.num_processes)
@@ -134,21 +149,23 @@ def generate_synthetic(params: Params) -> GenerateSummary:
         state.wait_for_everyone()
 
         if state.is_main_process:
-            rows, records = _collect_rows(cfg, classes, source, digest)
+            rows = _collect_rows(cfg, classes, source, digest)
+            test_rows = read_manifest(params.data.prepared_dir / "test.csv")
+            rows = flag_test_copies(rows, test_rows, params.data.near_duplicate_distance)
             remove_strays(cfg.out_dir, classes, cfg.images_per_class)
             summary.manifest = cfg.out_dir / MANIFEST_NAME
             write_synthetic_manifest(rows, summary.manifest)
             summary.retries = sum(r.retries for r in rows)
-            summary.blocked_keys = [
-                ImageKey(r.label, r.index) for r, rec in zip(rows, records, strict=True) if rec.blocked
-            ]
+            summary.blocked_keys = [ImageKey(r.label, r.index) for r in rows if r.blocked]
             summary.blocked = len(summary.blocked_keys)
+            summary.near_test = sum(r.near_test_path is not None for r in rows)
             grids = write_sample_grids(train_rows, rows, SAMPLES_DIR)
             summary.seconds = time.monotonic() - started
             log_metric("images_generated", summary.generated, None)
             log_metric("images_reused", summary.reused, None)
             log_metric("blocked_retries", summary.retries, None)
             log_metric("blocked_final", summary.blocked, None)
+            log_metric("near_test_copies", summary.near_test, None)
             log_metric("generate_seconds", summary.seconds, None)
             _log_images(grids)
         state.wait_for_everyone()
@@ -166,11 +183,28 @@ def _path(cfg: GenerateConfig, key: ImageKey) -> Path:
     return image_path(cfg.out_dir, key.label, key.index)
 
 
+def flag_test_copies(
+    rows: Sequence[SyntheticRow], test_rows: Sequence[SplitRow], max_distance: int
+) -> list[SyntheticRow]:
+    """`rows` with near_test_path/near_test_distance set on each image whose perceptual hash is within
+    `max_distance` bits of a test image's (of any class): a near-copy of a test image."""
+    found, distance = nearest(
+        [perceptual_hash(load_rgb(r.path)) for r in rows],
+        [perceptual_hash(load_rgb(r.path)) for r in test_rows],
+    )
+    return [
+        replace(row, near_test_path=test_rows[index].path, near_test_distance=int(bits))
+        if bits <= max_distance
+        else replace(row, near_test_path=None, near_test_distance=None)
+        for row, index, bits in zip(rows, found, distance, strict=True)
+    ]
+
+
 def _collect_rows(
     cfg: GenerateConfig, classes: Sequence[str], source: ImageSource, digest: str
-) -> tuple[list[SyntheticRow], list[ImageRecord]]:
-    """The manifest rows of the finished set, and each image's record, in class then index order."""
-    rows, records = [], []
+) -> list[SyntheticRow]:
+    """The manifest rows of the finished set in class then index order (without the test check)."""
+    rows = []
     for label in classes:
         template = source.row_template(label)
         for index in range(cfg.images_per_class):
@@ -178,7 +212,6 @@ def _collect_rows(
             record = read_record(path, digest)
             if record is None:  # a bug: every process finished its share before this runs
                 raise RuntimeError(f"{path} is missing after generation")
-            records.append(record)
             rows.append(
                 replace(
                     template,
@@ -187,9 +220,11 @@ def _collect_rows(
                     seed=record.seed,
                     retries=record.retries,
                     sha256=sha256_file(path),
+                    blocked=record.blocked,
+                    source_path=source.source_path(ImageKey(label, index)),
                 )
             )
-    return rows, records
+    return rows
 
 
 # --- MLflow ---------------------------------------------------------------------------------------

@@ -4,16 +4,19 @@ Reads the finished runs under runs/ (docs/layout.md), the real training split an
 writes reports/ (summary.csv, summary.md, report.md, report.html, figures/*.png) and logs it to the
 sweep's parent MLflow run. Every number in the text is computed from the runs, never written by hand.
 
-Intervals per configuration are Student-t over seeds (metrics.json of each run). Changes against the
-real-only baseline are paired: seed k of a mix against seed k of the baseline, image by image over the
-same test images, with a paired bootstrap for the classification metrics and a paired t-test over
-seeds for test loss; the p-values of each model and metric are Holm-adjusted as one family.
+Intervals per configuration are Student-t over replicates (seeds; metrics.json of each run). Changes
+against the baseline are paired: replicate k of a mix against replicate k of the baseline, image by
+image over the same test images. A change's standard error adds the spread of the per-replicate
+changes and the test-image draw they share (a paired bootstrap over test images), with a Student t
+reference (stats.py says exactly how); test loss, known only per run, gets a paired t-test over
+replicates. Verdicts come from one declared family: report.primary_metric of every study mix against
+the baseline, per model and hyperparameter source, Holm-adjusted; the rest is shown as exploratory.
 
 The modules, in the order data flows through them (each imports only those before it):
 stats (the statistics) -> figures (matplotlib drawing) -> cells (runs grouped into (model, source,
-mix) cells) -> comparisons (planned pairs, paired tests, Holm) -> wording (numbers and sentences) ->
-tables (summary.csv and the document's tables) -> study_figures (cells turned into figures) ->
-document (Markdown and HTML from templates/) -> stage (write_report: orchestration, MLflow).
+mix) cells) -> comparisons (planned pairs, paired tests, the declared family, Holm) -> wording
+(numbers and sentences) -> tables (summary.csv and the document's tables) -> study_figures (cells
+turned into figures) -> document (Markdown and HTML from templates/) -> stage (write_report: orchestration, MLflow).
 """
 
 from synthmix.report.stage import ReportResult, write_report

@@ -1,10 +1,16 @@
-"""Which cells the report compares, and the paired comparisons with their Holm-adjusted p-values.
+"""Which cells the report compares, the paired comparisons, and the one declared family of verdicts.
 
-Changes are paired: seed k of one cell is compared with seed k of the other, image by image over the
-same test images (predictions.csv shares one row order), with the paired bootstrap of
-`stats.bootstrap_differences` for the classification metrics and a paired t-test over seeds for the
-metrics known only per run (test loss). The p-values of one model, kind, hyperparameter source and
-metric form one family and are Holm-adjusted.
+Changes are paired: replicate (seed) k of one cell is compared with replicate k of the other, image by
+image over the same test images (predictions.csv shares one row order). Classification metrics and the
+F1 of every class get the inference of `stats.bootstrap_differences` (spread over replicates plus the
+shared test-image draw, Student t); metrics known only per run (test loss) a paired t-test over
+replicates.
+
+Verdicts come from one declared family (`Family`): on the primary metric (report.primary_metric),
+every mix of the study (study.mixes) against the baseline, per model and hyperparameter source, whether
+or not this report found runs for all of them; their p-values are Holm-adjusted over the declared size.
+Everything else (secondary metrics, ratio and tuned-vs-fixed comparisons, a mix outside study.mixes) is
+shown with its interval and unadjusted p-value, and is exploratory.
 """
 
 from __future__ import annotations
@@ -34,14 +40,51 @@ PER_RUN_METRICS = tuple(m for m in FINAL_METRICS if m not in stats.CLASSIFICATIO
 class Pair(NamedTuple):
     """One planned comparison: metric(b) - metric(a)."""
 
-    kind: str  # "baseline" (mix vs real-only), "ratio" (synthetic outnumbers real), "tuned" (tuned vs fixed)
+    kind: str  # "baseline" (mix vs the baseline), "ratio" (synthetic outnumbers real), "tuned" (tuned vs fixed)
     a: Cell
     b: Cell
 
 
 @dataclass(frozen=True)
+class Family:
+    """The declared family of verdicts: `metric` of every mix in `mixes` against `baseline`, per model
+    and hyperparameter source. `exploratory` says why this report's results are exploratory anyway
+    (a single-mix experiment), or is empty."""
+
+    metric: str
+    baseline: Mix
+    mixes: tuple[Mix, ...]
+    exploratory: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.mixes)
+
+    def holds(self, pair: Pair) -> bool:
+        return pair.kind == "baseline" and pair.a.mix == self.baseline and pair.b.mix in self.mixes
+
+
+def declared_family(metric: str, baseline: Mix, study_mixes: Sequence[Mix], selected: str) -> Family:
+    """Every study mix but the baseline; `selected` is params.yaml's `mix` ('all' or one mix)."""
+    mixes = tuple(m for m in dict.fromkeys(study_mixes) if m != baseline)
+    exploratory = (
+        ""
+        if selected == "all"
+        else f"this report comes from a single-mix experiment (mix={selected}), so the study's declared "
+        f"family ({len(mixes)} mixes against {baseline}) was not run as a whole: every result here is "
+        "exploratory"
+    )
+    return Family(metric, baseline, mixes, exploratory)
+
+
+@dataclass(frozen=True)
 class Comparison:
-    """metric(b) - metric(a) over the seeds both cells share, with Holm-adjusted p-values."""
+    """metric(b) - metric(a) over the replicates both cells share.
+
+    `class_f1` holds the change in F1 of every class (class name -> Difference; empty for pairs without
+    shared replicates). `p_holm` is the Holm-adjusted p-value of the primary metric within the declared
+    family, NaN for a comparison outside it (`in_family` False).
+    """
 
     model: str
     kind: str
@@ -49,23 +92,40 @@ class Comparison:
     b: Cell
     seeds: tuple[int, ...]
     differences: Mapping[str, stats.Difference] = field(hash=False)
-    p_holm: Mapping[str, float] = field(hash=False)
+    class_f1: Mapping[str, stats.Difference] = field(hash=False)
+    in_family: bool
+    p_holm: float
 
 
 @dataclass(frozen=True)
 class Results:
-    """Everything the report states about a study: its cells, their intervals and the comparisons."""
+    """Everything the report states about a study: its cells, their intervals, the comparisons and
+    the family that carries the verdicts."""
 
     cells: tuple[Cell, ...]
     intervals: Intervals = field(hash=False)
     comparisons: tuple[Comparison, ...]
-    baseline: Mix
+    family: Family
     confidence: float
+    bootstrap_samples: int
+
+    @property
+    def baseline(self) -> Mix:
+        return self.family.baseline
+
+    @property
+    def primary(self) -> str:
+        """The metric that carries the verdicts (report.primary_metric)."""
+        return self.family.metric
 
     @property
     def alpha(self) -> float:
         """The significance level: a change is significant when its Holm-adjusted p is below it."""
         return 1 - self.confidence
+
+    def significant(self, comparison: Comparison) -> bool:
+        """A verdict of the declared family: Holm-adjusted p of the primary metric below alpha."""
+        return comparison.in_family and comparison.p_holm < self.alpha
 
     @property
     def models(self) -> list[str]:
@@ -75,9 +135,9 @@ class Results:
 def planned_pairs(cells: Sequence[Cell], baseline: Mix) -> list[Pair]:
     """Every comparison the report makes, per model.
 
-    baseline: each mix against the real-only baseline with the same hyperparameter source;
+    baseline: each mix against the baseline with the same hyperparameter source;
     ratio: a mix where synthetic outnumbers real against one with as many images where real outnumbers
-    synthetic (e.g. 15r30s vs 30r15s): the two differ only in the ratio;
+    synthetic (e.g. 15r30s vs 30r15s), same total number of images a class;
     tuned: tuned against fixed hyperparameters for the same mix.
     """
     key = {(c.model, c.source, c.mix): c for c in cells}
@@ -155,14 +215,15 @@ class _Tested:
     pair: Pair
     seeds: tuple[int, ...]
     differences: dict[str, stats.Difference]
+    class_f1: dict[str, stats.Difference]
 
 
 def compare_cells(
-    pairs: Sequence[Pair], load: Callable[[Run], Predictions], cfg: ReportConfig
+    pairs: Sequence[Pair], load: Callable[[Run], Predictions], cfg: ReportConfig, family: Family
 ) -> list[Comparison]:
-    """Run every planned comparison: bootstrap for classification metrics, paired t for per-run ones.
+    """Run every planned comparison; Holm-adjust the declared family's primary p-values.
 
-    Pairs that share the same seeds are bootstrapped together in one vectorised call per model, so
+    Pairs that share the same replicates are bootstrapped together in one vectorised call per model, so
     every comparison of a model sees the same resampled test images.
     """
     predicted = _PairedPredictions(load)
@@ -173,9 +234,19 @@ def compare_cells(
     tested: list[_Tested] = []
     for (_model, seeds), members in progress(list(groups.items()), "Comparing mixes"):
         tested += _test_group(members, seeds, predicted, cfg)
-    holm = _holm_by_family(tested)
+    holm = _holm_in_family(tested, family)
     return [
-        Comparison(t.pair.a.model, t.pair.kind, t.pair.a, t.pair.b, t.seeds, t.differences, holm[i])
+        Comparison(
+            t.pair.a.model,
+            t.pair.kind,
+            t.pair.a,
+            t.pair.b,
+            t.seeds,
+            t.differences,
+            t.class_f1,
+            family.holds(t.pair),
+            holm[i],
+        )
         for i, t in enumerate(tested)
     ]
 
@@ -185,8 +256,8 @@ def _test_group(
 ) -> list[_Tested]:
     """The pairs of one model that share `seeds`, bootstrapped together."""
     if not seeds:
-        nan = stats.Difference(math.nan, math.nan, math.nan, math.nan, "no seed in common")
-        return [_Tested(p, seeds, dict.fromkeys(FINAL_METRICS, nan)) for p in members]
+        nan = stats.Difference(math.nan, math.nan, math.nan, math.nan, "no replicate in common")
+        return [_Tested(p, seeds, dict.fromkeys(FINAL_METRICS, nan), {}) for p in members]
     involved = {c.name: c for p in members for c in (p.a, p.b)}
     sets = {name: np.stack([predicted(c.run(s)).predicted for s in seeds]) for name, c in involved.items()}
     first = next(iter(involved.values()))
@@ -207,19 +278,22 @@ def _test_group(
             )
             for m in PER_RUN_METRICS
         }
-        tested.append(_Tested(p, seeds, {**boot[(p.a.name, p.b.name)], **per_run}))
+        changes = boot[(p.a.name, p.b.name)]
+        class_f1 = dict(zip(first.classes, changes.class_f1, strict=True))
+        tested.append(_Tested(p, seeds, {**changes.metrics, **per_run}, class_f1))
     return tested
 
 
-def _holm_by_family(tested: Sequence[_Tested]) -> list[dict[str, float]]:
-    """Holm-adjusted p-values; a family is one model, one kind, one hyperparameter source, one metric."""
-    holm: list[dict[str, float]] = [{} for _ in tested]
-    families: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
+def _holm_in_family(tested: Sequence[_Tested], family: Family) -> list[float]:
+    """Holm-adjusted primary p-values, one family per model and hyperparameter source, adjusted over
+    the declared number of mixes (members with no runs count as untested); NaN outside the family."""
+    holm = [math.nan] * len(tested)
+    families: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, t in enumerate(tested):
-        for metric in FINAL_METRICS:
-            families[(t.pair.a.model, t.pair.kind, t.pair.b.source, metric)].append(i)
-    for (_, _, _, metric), members in families.items():
-        adjusted = stats.holm_adjust([tested[i].differences[metric].p_value for i in members])
-        for i, p in zip(members, adjusted, strict=True):
-            holm[i][metric] = p
+        if family.holds(t.pair):
+            families[(t.pair.a.model, t.pair.b.source)].append(i)
+    for members in families.values():
+        p_values = [tested[i].differences[family.metric].p_value for i in members]
+        for i, p in zip(members, stats.holm_adjust(p_values, family.size), strict=True):
+            holm[i] = p
     return holm

@@ -3,7 +3,7 @@
 Plain matplotlib `Figure` objects (no pyplot global state, no display needed). Each function takes
 plain values (labels, arrays, intervals) and a path, so the report decides what is drawn and these
 decide only how. They mirror the study's figures: curves (Figs. 4-5), metric bars with error bars
-(Figs. 6-7), class-wise F1 change (Fig. 8), real vs synthetic samples (Figs. 1 and 9), and
+(Figs. 6-7), class-wise F1 change with intervals (Fig. 8), real vs synthetic samples (Figs. 1 and 9), and
 confusion matrices.
 """
 
@@ -34,7 +34,7 @@ PALETTE = (
     "#bcbd22",
     "#17becf",
 )
-IMPROVED, DEGRADED = "#2a9d4b", "#c0392b"
+IMPROVED, DEGRADED, NOT_SIGNIFICANT = "#2a9d4b", "#c0392b", "#b0b0b0"
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,17 @@ class Bar:
     source: str
     colour: str
     intervals: Mapping[str, Interval]
+
+
+@dataclass(frozen=True)
+class ClassChange:
+    """One class's change in F1 with its interval; `significant` when the interval excludes zero."""
+
+    label: str
+    change: float
+    low: float
+    high: float
+    significant: bool
 
 
 @dataclass(frozen=True)
@@ -165,18 +176,24 @@ def _top(bar: Bar, metrics: Sequence[str]) -> float:
     )
 
 
-def classwise_figure(title: str, deltas: Sequence[tuple[str, float]], path: Path) -> Path:
-    """Per-class change as horizontal diverging bars, sorted from most improved to most degraded."""
-    ordered = sorted(deltas, key=lambda item: item[1])
+def classwise_figure(title: str, changes: Sequence[ClassChange], path: Path, confidence: str) -> Path:
+    """Per-class change as horizontal diverging bars with interval whiskers, sorted from most improved
+    to most degraded; a class whose interval holds zero is grey (not significant)."""
+    ordered = sorted(changes, key=lambda c: c.change)
     fig = Figure(figsize=(7, max(2.5, 0.22 * len(ordered) + 1.2)))
     ax = fig.subplots()
-    values = np.array([d for _, d in ordered])
-    ax.barh(
-        np.arange(len(ordered)), values, color=[IMPROVED if v > 0 else DEGRADED for v in values], height=0.75
-    )
-    ax.set_yticks(np.arange(len(ordered)), [c for c, _ in ordered], fontsize=8 if len(ordered) <= 40 else 6)
+    values = np.array([c.change for c in ordered])
+    colours = [
+        NOT_SIGNIFICANT if not c.significant else IMPROVED if c.change > 0 else DEGRADED for c in ordered
+    ]
+    err = np.array(
+        [(0.0, 0.0) if math.isnan(c.low) else (c.change - c.low, c.high - c.change) for c in ordered]
+    ).T.reshape(2, len(ordered))
+    y = np.arange(len(ordered))
+    ax.barh(y, values, color=colours, height=0.75, xerr=err, error_kw={"elinewidth": 0.8, "capsize": 2})
+    ax.set_yticks(y, [c.label for c in ordered], fontsize=8 if len(ordered) <= 40 else 6)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("change in F1 (mean over seeds)")
+    ax.set_xlabel(f"change in F1 (mean over replicates), {confidence} interval; grey: interval holds zero")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)

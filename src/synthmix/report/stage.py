@@ -19,7 +19,7 @@ from synthmix.config import Params
 from synthmix.evaluate import FINAL_METRICS
 from synthmix.report import document, tables, wording
 from synthmix.report.cells import StudyRuns, cell_intervals, group_cells, report_mixes, select_runs
-from synthmix.report.comparisons import Results, compare_cells, planned_pairs
+from synthmix.report.comparisons import Results, compare_cells, declared_family, planned_pairs
 from synthmix.report.study_figures import FigureInputs, FigureRef, draw_figures, read_training_images
 
 if TYPE_CHECKING:
@@ -61,17 +61,20 @@ def write_report(params: Params, log_to_mlflow: bool = True) -> ReportResult:
 
 
 def compute(params: Params, runs: StudyRuns) -> Results:
-    """Cells, their intervals over seeds and every planned paired comparison."""
+    """Cells, their intervals over replicates and every planned paired comparison, with the declared
+    family (report.primary_metric, every study mix against the baseline) carrying the verdicts."""
     cfg = params.report
     cells = group_cells(runs.selected, list(params.study.models), report_mixes(params))
+    family = declared_family(cfg.primary_metric, params.study.baseline, params.study.mixes, params.mix)
     pairs = planned_pairs(cells, params.study.baseline)
-    comparisons = compare_cells(pairs, rundir.read_predictions, cfg)
+    comparisons = compare_cells(pairs, rundir.read_predictions, cfg, family)
     return Results(
         tuple(cells),
         cell_intervals(cells, cfg.confidence),
         tuple(comparisons),
-        params.study.baseline,
+        family,
         cfg.confidence,
+        cfg.bootstrap_samples,
     )
 
 
@@ -88,7 +91,7 @@ def _write_files(
         title=wording.title(runs),
         intro=wording.introduction(results, runs),
         findings=tuple(words),
-        how_to_read=wording.how_to_read(results, params.report.bootstrap_samples),
+        how_to_read=wording.how_to_read(results, wording.replicate_design(params.study.redraw)),
         sections=tuple(sections),
         figures=tuple(figure_refs),
         provenance=tuple(wording.provenance(params, runs)),

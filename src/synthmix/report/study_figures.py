@@ -1,8 +1,9 @@
 """The study's figures from its cells: what each figure shows, read from the runs, drawn by figures.py.
 
 Per model: loss and accuracy curves (the study's Figs. 4-5), every metric per mix (Figs. 6-7), the
-class-wise F1 change (Fig. 8), real vs synthetic samples (Figs. 1 and 9) and confusion matrices. The
-curves and the class-wise change set the baseline against one mix, chosen by `comparison_cell`.
+class-wise F1 change with its interval per class (Fig. 8), real vs synthetic samples (Figs. 1 and 9)
+and confusion matrices. The curves and the class-wise change set the baseline against one mix, chosen
+by `comparison_cell`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from synthmix import rundir
 from synthmix.config import Params, ReportConfig
 from synthmix.errors import UserError
 from synthmix.evaluate import FINAL_METRICS
-from synthmix.generate.manifest import read_synthetic_manifest
+from synthmix.generate.manifest import read_synthetic_manifest, usable
 from synthmix.mixes import Mix
 from synthmix.progress import progress
 from synthmix.report import figures
 from synthmix.report.cells import Cell, figure_source
 from synthmix.report.comparisons import Results
-from synthmix.report.wording import METRIC_LABELS, model_label, signed
+from synthmix.report.stats import Difference
+from synthmix.report.wording import METRIC_LABELS, model_names, signed
+
+# One class's F1 change from the baseline to the compared mix.
+ClassChange = tuple[str, Difference]
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,8 @@ def comparison_cell(cells: Sequence[Cell], baseline: Mix) -> tuple[Cell | None, 
     others = [c for c in cells if c.mix != baseline]
     best = max(others, key=lambda c: float(np.mean([r.metrics["f1_macro"] for r in c.runs])), default=None)
     return best, (
-        f"the best mix by mean macro F1 (no mix adds synthetic images to the baseline's {baseline.real} "
-        "real ones)"
+        f"the best mix by mean macro F1, picked on the test set (no mix adds synthetic images to the "
+        f"baseline's {baseline.real} real ones)"
     )
 
 
@@ -93,7 +98,7 @@ def model_view(results: Results, model: str) -> ModelView:
     own = tuple(c for c in results.cells if c.model == model and c.source == source)
     base = next((c for c in own if c.mix == results.baseline), None)
     other, rule = comparison_cell(own, results.baseline)
-    return ModelView(model, model_label(model), own, base, other, rule)
+    return ModelView(model, model_names(results.cells)[model], own, base, other, rule)
 
 
 def draw_figures(inputs: FigureInputs) -> list[FigureRef]:
@@ -102,7 +107,7 @@ def draw_figures(inputs: FigureInputs) -> list[FigureRef]:
     for model in progress(inputs.results.models, "Drawing figures"):
         view = model_view(inputs.results, model)
         refs += [draw_curves(inputs, view), draw_metric_bars(inputs, view)]
-        deltas = class_f1_changes(view)
+        deltas = class_f1_changes(inputs.results, view)
         if deltas:
             refs.append(draw_classwise(inputs, view, deltas))
         if inputs.images.real and inputs.images.synthetic:
@@ -151,45 +156,56 @@ def draw_metric_bars(inputs: FigureInputs, view: ModelView) -> FigureRef:
     )
 
 
-def class_f1_changes(view: ModelView) -> list[tuple[str, float]]:
-    """F1 per class of the compared mix minus the baseline's, over their shared seeds (none: [])."""
+def class_f1_changes(results: Results, view: ModelView) -> list[ClassChange]:
+    """The change in F1 of every class from the baseline to the compared mix, with its interval (the
+    comparison's per-class inference); [] when there is no such comparison."""
     if view.base is None or view.other is None:
         return []
-    seeds = [s for s in view.base.seeds if s in view.other.seeds]
-    if not seeds:
+    k = next((k for k in results.comparisons if (k.a, k.b) == (view.base, view.other)), None)
+    if k is None or not k.class_f1:
         return []
-    before, after = per_class_f1(view.base, seeds), per_class_f1(view.other, seeds)
-    return [(c, after[c] - before[c]) for c in view.base.classes if c in before and c in after]
+    return [(c, k.class_f1[c]) for c in view.base.classes if c in k.class_f1]
 
 
-def draw_classwise(inputs: FigureInputs, view: ModelView, deltas: Sequence[tuple[str, float]]) -> FigureRef:
+def draw_classwise(inputs: FigureInputs, view: ModelView, deltas: Sequence[ClassChange]) -> FigureRef:
     assert view.other is not None  # deltas exist only with a compared mix
     baseline, other = inputs.results.baseline, view.other.mix
     path = Path("figures") / f"classwise-{view.model}.png"
     figures.classwise_figure(
-        f"{view.label}: class-wise F1 change, {baseline} -> {other}", deltas, inputs.out / path
+        f"{view.label}: class-wise F1 change, {baseline} -> {other}",
+        [figures.ClassChange(c, d.estimate, d.low, d.high, not d.covers_zero()) for c, d in deltas],
+        inputs.out / path,
+        f"{inputs.cfg.confidence:.0%}",
     )
+    up = sum(d.low > 0 for _, d in deltas)
+    down = sum(d.high < 0 for _, d in deltas)
     return FigureRef(
         path,
-        f"{view.label}: change in F1 per class from {baseline} to {other}, sorted (the study's Fig. 8)."
-        f"{_rule_sentence(view)}",
+        f"{view.label}: change in F1 per class from {baseline} to {other}, sorted, with "
+        f"{inputs.cfg.confidence:.0%} intervals (spread over replicates plus the shared test-image draw; "
+        f"not adjusted across classes, so descriptive, not verdicts): {up} classes with an interval above "
+        f"zero, {down} below, {len(deltas) - up - down} holding zero (grey: not significant) (the study's "
+        f"Fig. 8).{_rule_sentence(view)}",
     )
 
 
-def _highlights(
-    view: ModelView, deltas: Sequence[tuple[str, float]], cfg: ReportConfig
-) -> list[tuple[str, str]]:
+def _highlights(view: ModelView, deltas: Sequence[ClassChange], cfg: ReportConfig) -> list[tuple[str, str]]:
     """(class, note) rows of the sample figure: the most improved and most degraded classes, or, with
-    no class-wise change to rank by, the first classes (as the study's Fig. 1)."""
+    no class-wise change to rank by, the first classes (as the study's Fig. 1). A change whose interval
+    holds zero is marked n.s. (not significant)."""
     if not deltas:
         return [(c, "") for c in view.own[0].classes[: 2 * cfg.highlight_classes]]
-    ranked = sorted(deltas, key=lambda item: item[1], reverse=True)
+    ranked = sorted(deltas, key=lambda item: item[1].estimate, reverse=True)
     k = min(cfg.highlight_classes, len(ranked) // 2 or 1)
-    highlight = [(c, f"F1 {signed(d, 2)}") for c, d in ranked[:k]]
-    return highlight + [(c, f"F1 {signed(d, 2)}") for c, d in ranked[-k:] if c not in dict(highlight)]
+
+    def note(d: Difference) -> str:
+        return f"F1 {signed(d.estimate, 2)}{' (n.s.)' if d.covers_zero() else ''}"
+
+    highlight = [(c, note(d)) for c, d in ranked[:k]]
+    return highlight + [(c, note(d)) for c, d in ranked[-k:] if c not in dict(highlight)]
 
 
-def draw_samples(inputs: FigureInputs, view: ModelView, deltas: Sequence[tuple[str, float]]) -> FigureRef:
+def draw_samples(inputs: FigureInputs, view: ModelView, deltas: Sequence[ClassChange]) -> FigureRef:
     highlight = _highlights(view, deltas, inputs.cfg)
     images = load_samples([c for c, _ in highlight], inputs.images, inputs.cfg.sample_images)
     rows = [figures.SampleRow(c, note, *images[c]) for c, note in highlight]
@@ -199,7 +215,11 @@ def draw_samples(inputs: FigureInputs, view: ModelView, deltas: Sequence[tuple[s
         else "classes"
     )
     title = f"{view.label}: real vs synthetic training images, {what}"
-    caption = f"{view.label}: real (left) and synthetic (right) training images of the {what} (the study's Figs. 1 and 9)."
+    marked = any("n.s." in note for _, note in highlight)
+    caption = (
+        f"{view.label}: real (left) and synthetic (right) training images of the {what} (the study's Figs. "
+        f"1 and 9).{' n.s.: the change in F1 of that class has an interval holding zero.' if marked else ''}"
+    )
     path = Path("figures") / f"samples-{view.model}.png"
     figures.samples_figure(title, rows, inputs.out / path)
     return FigureRef(path, caption)
@@ -234,15 +254,6 @@ def mean_curves(cell: Cell) -> dict[str, figures.Curves]:
     return curves
 
 
-def per_class_f1(cell: Cell, seeds: Sequence[int]) -> dict[str, float]:
-    """Mean F1 per class over the given seeds, from per_class.csv."""
-    sums: dict[str, float] = defaultdict(float)
-    for seed in seeds:
-        for label, f1 in rundir.read_per_class(cell.run(seed).dir, "f1").items():
-            sums[label] += f1
-    return {c: v / len(seeds) for c, v in sums.items()}
-
-
 def confusion_counts(cell: Cell) -> np.ndarray:
     """confusion.csv summed over seeds (rows true, columns predicted, in class order)."""
     return np.sum([rundir.read_confusion(run.dir) for run in cell.runs], axis=0)
@@ -263,7 +274,8 @@ def read_training_images(params: Params) -> TrainingImages:
                 real[row.label].append(row.path)
     if manifest.exists():
         for s in sorted(read_synthetic_manifest(manifest), key=lambda r: r.index):
-            synthetic[s.label].append(s.path)
+            if usable(s):  # what a mix may train on: never a blocked image or a near-copy of a test one
+                synthetic[s.label].append(s.path)
     return TrainingImages(real, synthetic)
 
 

@@ -6,7 +6,6 @@ A `Table` holds display strings only; document.py lays it out as Markdown or HTM
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,14 @@ from typing import Any
 from synthmix.evaluate import FINAL_METRICS
 from synthmix.report.cells import Cell, Intervals
 from synthmix.report.comparisons import Comparison, Results
-from synthmix.report.wording import METRIC_LABELS, change_text, interval_text, model_label
+from synthmix.report.wording import (
+    METRIC_LABELS,
+    POWER,
+    change_text,
+    detectable,
+    interval_text,
+    model_names,
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,13 @@ class Section:
 
 
 def summary_rows(results: Results) -> list[dict[str, Any]]:
-    """summary.csv: one row per (model, source, mix); changes against the baseline where there is one."""
+    """summary.csv: one row per (model, source, mix); changes against the baseline where there is one.
+
+    Every metric's change has its interval, standard error, degrees of freedom, unadjusted p and test;
+    the primary metric's also its Holm-adjusted p, the verdict and the smallest detectable change
+    (declared-family comparisons only). `family` says whether the row's change is a verdict of the
+    declared family ('declared'), or exploratory.
+    """
     against = {k.b: k for k in results.comparisons if k.kind == "baseline"}
     rows = []
     for cell in results.cells:
@@ -52,25 +64,40 @@ def summary_rows(results: Results) -> list[dict[str, Any]]:
             row |= {f"{m}_mean": iv.mean, f"{m}_ci_low": iv.low, f"{m}_ci_high": iv.high}
         k = against.get(cell)
         row["baseline"] = k.a.mix.name if k else ""
+        row["family"] = _family_column(k, results)
         for m in FINAL_METRICS:
-            row |= _change_columns(k, m, results.alpha)
+            row |= _change_columns(k, m)
+        p = results.primary
+        row |= {f"{p}_p_holm": "", f"{p}_significant": "", f"{p}_mde": ""}
+        if k is not None and k.in_family:
+            row |= {
+                f"{p}_p_holm": k.p_holm,
+                f"{p}_significant": results.significant(k),
+                f"{p}_mde": detectable(k, results),
+            }
         rows.append(row)
     return rows
 
 
-def _change_columns(k: Comparison | None, m: str, alpha: float) -> dict[str, Any]:
+def _family_column(k: Comparison | None, results: Results) -> str:
+    if k is None:
+        return ""
+    return "declared" if k.in_family and not results.family.exploratory else "exploratory"
+
+
+def _change_columns(k: Comparison | None, m: str) -> dict[str, Any]:
     """The change columns of one metric; empty strings for a cell with no baseline comparison."""
     if k is None:
-        suffixes = ("change", "change_ci_low", "change_ci_high", "p", "p_holm", "significant", "test")
+        suffixes = ("change", "change_ci_low", "change_ci_high", "change_se", "change_df", "p", "test")
         return {f"{m}_{s}": "" for s in suffixes}
     d = k.differences[m]
     return {
         f"{m}_change": d.estimate,
         f"{m}_change_ci_low": d.low,
         f"{m}_change_ci_high": d.high,
+        f"{m}_change_se": d.se,
+        f"{m}_change_df": d.df,
         f"{m}_p": d.p_value,
-        f"{m}_p_holm": k.p_holm[m],
-        f"{m}_significant": not math.isnan(k.p_holm[m]) and k.p_holm[m] < alpha,
         f"{m}_test": d.method,
     }
 
@@ -87,9 +114,10 @@ def write_summary_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 
 def metric_table(cells: Sequence[Cell], intervals: Intervals) -> Table:
+    names = model_names(cells)
     rows = tuple(
         (
-            model_label(c.model),
+            names[c.model],
             c.source,
             c.mix.name,
             str(len(c.seeds)),
@@ -102,24 +130,47 @@ def metric_table(cells: Sequence[Cell], intervals: Intervals) -> Table:
     )
 
 
-def change_table(comparisons: Sequence[Comparison], alpha: float) -> Table:
+def change_table(comparisons: Sequence[Comparison], results: Results) -> Table:
+    """One row per comparison: the primary metric first (with Holm p and the detectable change for the
+    declared family's comparisons), then every other metric."""
+    names = model_names(results.cells)
+    primary = results.primary
+    others = [m for m in FINAL_METRICS if m != primary]
     rows = tuple(
         (
-            model_label(k.model),
+            names[k.model],
             k.b.source if k.kind != "tuned" else "tuned vs fixed",
             f"{k.b.mix} vs {k.a.mix}" if k.kind != "tuned" else k.b.mix.name,
-            *(change_text(k, m, alpha) for m in FINAL_METRICS),
+            change_text(k, primary, results),
+            _detectable_text(k, results),
+            *(change_text(k, m, results) for m in others),
         )
         for k in comparisons
     )
-    return Table(("model", "hyperparameters", "comparison", *(METRIC_LABELS[m] for m in FINAL_METRICS)), rows)
+    header = (
+        "model",
+        "hyperparameters",
+        "comparison",
+        f"{METRIC_LABELS[primary]} (primary)",
+        f"detectable ({POWER:.0%} power)",
+        *(METRIC_LABELS[m] for m in others),
+    )
+    return Table(header, rows)
+
+
+def _detectable_text(k: Comparison, results: Results) -> str:
+    if not k.in_family:
+        return ""
+    mde = detectable(k, results)
+    return "n/a" if mde != mde else f"{mde:.3f}"  # NaN: no variance to size it from
 
 
 def runs_table(cells: Sequence[Cell]) -> Table:
     """Every run the report used, with what it was trained from and where MLflow has it."""
+    names = model_names(cells)
     rows = tuple(
         (
-            model_label(r.model),
+            names[r.model],
             r.source,
             r.mix.name,
             str(r.seed),
@@ -138,11 +189,12 @@ def runs_table(cells: Sequence[Cell]) -> Table:
 
 def sections(results: Results) -> list[Section]:
     """Summary, changes against the baseline (and ratio), tuned vs fixed: also all of summary.md."""
-    confidence, alpha = results.confidence, results.alpha
+    confidence, alpha, primary = results.confidence, results.alpha, METRIC_LABELS[results.primary]
     out = [
         Section(
             "Summary",
-            f"Mean over seeds with its {confidence:.0%} confidence interval (Student t over seeds) for every "
+            f"Mean over replicates with its {confidence:.0%} confidence interval (Student t over replicates, "
+            "on this test set: it covers what a replicate redraws, not the draw of test images) for every "
             "model, hyperparameter source and mix.",
             (metric_table(results.cells, results.intervals),),
         )
@@ -152,10 +204,12 @@ def sections(results: Results) -> list[Section]:
         out.append(
             Section(
                 "Changes",
-                f"Each entry: change, its {confidence:.0%} confidence interval, raw p-value and Holm-adjusted "
-                f"p-value; * marks a Holm-adjusted p below {alpha:.2g}. Classification metrics: paired "
-                "bootstrap over the same test images (and seeds); test loss: paired t-test over seeds.",
-                (change_table(against, alpha),),
+                f"Each entry: change, its {confidence:.0%} confidence interval and unadjusted p-value "
+                "(spread over replicates plus the shared test-image draw, Student t; test loss: paired t-test over "
+                f"replicates). {primary} against the baseline is the declared family: its Holm-adjusted p "
+                f"follows, * marks one below {alpha:.2g}, and 'detectable' is the smallest change found with "
+                f"{POWER:.0%} power. Every other entry is exploratory.",
+                (change_table(against, results),),
             )
         )
     tuned = [k for k in results.comparisons if k.kind == "tuned"]
@@ -163,10 +217,10 @@ def sections(results: Results) -> list[Section]:
         out.append(
             Section(
                 "Tuned vs fixed hyperparameters",
-                "Tuned minus fixed, for each mix that has both, same tests as above.",
+                "Tuned minus fixed, for each mix that has both, same tests as above (exploratory).",
                 (
                     metric_table([c for k in tuned for c in (k.a, k.b)], results.intervals),
-                    change_table(tuned, alpha),
+                    change_table(tuned, results),
                 ),
             )
         )

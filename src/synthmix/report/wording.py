@@ -1,6 +1,8 @@
 """The report in words: numbers formatted, models named, findings and provenance as sentences.
 
-Every sentence is computed from the runs and the comparisons, never written by hand.
+Every sentence is computed from the runs and the comparisons, never written by hand: a verdict only
+for the declared family's primary metric, a model named by the weights its runs really used, the
+baseline called "real only" only when its runs had no synthetic image, p-value floors written as bounds.
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ METRIC_LABELS = {
 }
 LOWER_IS_BETTER = frozenset({"test_loss"})
 NO_DIFFERENCE = "no significant difference"
+NO_VARIANCE = "no variance"
+POWER = 0.8  # of the smallest detectable change the report states
 # What a backbone's recorded weights mean, for the title.
 _WEIGHTS_NAMES = {"imagenet": "ImageNet", "random": "random init, not ImageNet", "none": "random init"}
+RANDOM_WEIGHTS = frozenset({"random", "none"})  # run.json's `weights` of a randomly initialised backbone
+# What a replicate may redraw (study.redraw), in words.
+_REDRAW_NAMES = {
+    "real_subset": "the real images of every partial mix",
+    "synthetic_subset": "the synthetic images of every mix",
+}
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -40,10 +50,11 @@ def signed(value: float, digits: int = 3) -> str:
     return "+" + text[1:] if float(text) == 0 else text  # no "-0.000" for a change that rounds to zero
 
 
-def p_text(p: float) -> str:
+def p_text(p: float, name: str = "p") -> str:
+    """'p = 0.012', or a bound ('p < 0.001') where three decimals would print a false exact value."""
     if math.isnan(p):
-        return "p n/a"
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+        return f"{name} n/a"
+    return f"{name} < 0.001" if p < 0.001 else f"{name} = {p:.3f}"
 
 
 def interval_text(iv: stats.Interval) -> str:
@@ -52,43 +63,67 @@ def interval_text(iv: stats.Interval) -> str:
     return f"{iv.mean:.3f} ({iv.low:.3f} to {iv.high:.3f})"
 
 
-def change_text(k: Comparison, metric: str, alpha: float) -> str:
-    """A table entry: change, interval, raw and Holm p, and * when significant."""
+def change_text(k: Comparison, metric: str, results: Results) -> str:
+    """A table entry: change and interval, then the unadjusted p; for the family's primary metric also
+    the Holm-adjusted p and * when significant."""
     d = k.differences[metric]
     if math.isnan(d.estimate):
         return "n/a"
+    if d.no_variance:
+        return f"{signed(d.estimate)}, {NO_VARIANCE}"
     ci = f" ({signed(d.low)} to {signed(d.high)})" if not math.isnan(d.low) else ""
-    holm = k.p_holm[metric]
-    mark = " *" if not math.isnan(holm) and holm < alpha else ""
-    holm_part = f", Holm {p_text(holm)}" if not math.isnan(holm) else ""
-    return f"{signed(d.estimate)}{ci}, {p_text(d.p_value)}{holm_part}{mark}"
+    text = f"{signed(d.estimate)}{ci}, {p_text(d.p_value)}"
+    if metric == results.primary and k.in_family:
+        text += f", {p_text(k.p_holm, 'Holm p')}{' *' if results.significant(k) else ''}"
+    return text
 
 
-def verdict(comparison: Comparison, metric: str, alpha: float) -> str:
-    """'significantly better', 'significantly worse' or 'no significant difference' (Holm-adjusted)."""
-    p = comparison.p_holm[metric]
-    diff = comparison.differences[metric]
-    if math.isnan(p) or p >= alpha:
-        return NO_DIFFERENCE
-    better = diff.estimate < 0 if metric in LOWER_IS_BETTER else diff.estimate > 0
-    return "significantly better" if better else "significantly worse"
+def verdict(k: Comparison, results: Results) -> str:
+    """The verdict of a declared-family comparison on the primary metric: 'significantly better',
+    'significantly worse', 'no significant difference' or 'no variance' (untestable); with
+    '(exploratory)' when the report's family is incomplete. Empty outside the family: no verdict."""
+    if not k.in_family:
+        return ""
+    d = k.differences[results.primary]
+    if d.no_variance:
+        text = f"{NO_VARIANCE}, untestable"
+    elif not results.significant(k):
+        text = NO_DIFFERENCE
+    else:
+        better = d.estimate < 0 if results.primary in LOWER_IS_BETTER else d.estimate > 0
+        text = "significantly better" if better else "significantly worse"
+    return f"{text} (exploratory)" if results.family.exploratory else text
 
 
-def describe(comparison: Comparison, metric: str, confidence: float) -> str:
-    """e.g. 'macro F1 +0.071 (95% CI +0.040 to +0.102, p=0.001, Holm p=0.004): significantly better'."""
-    d = comparison.differences[metric]
+def describe(k: Comparison, metric: str, results: Results) -> str:
+    """e.g. 'macro F1 +0.071 (95% CI +0.040 to +0.102, p = 0.001, Holm p = 0.004): significantly
+    better'; outside the family: '... unadjusted p = 0.21; exploratory, outside the declared family'."""
+    d = k.differences[metric]
+    label = METRIC_LABELS[metric]
     if math.isnan(d.estimate):
-        return f"{METRIC_LABELS[metric]} not comparable ({d.method})"
-    ci = f"{confidence:.0%} CI {signed(d.low)} to {signed(d.high)}, " if not math.isnan(d.low) else ""
-    holm = comparison.p_holm[metric]
-    holm_part = f", Holm {p_text(holm)}" if not math.isnan(holm) and holm != d.p_value else ""
-    return (
-        f"{METRIC_LABELS[metric]} {signed(d.estimate)} ({ci}{p_text(d.p_value)}{holm_part}): "
-        f"{verdict(comparison, metric, 1 - confidence)}"
+        return f"{label} not comparable ({d.method})"
+    if d.no_variance:
+        return (
+            f"{label} {signed(d.estimate)} ({NO_VARIANCE}: every replicate and every resample of the test "
+            "images gives the same change, so there is nothing to test it against)"
+        )
+    ci = f"{results.confidence:.0%} CI {signed(d.low)} to {signed(d.high)}, " if not math.isnan(d.low) else ""
+    if k.in_family and metric == results.primary:
+        holm = p_text(k.p_holm, "Holm p")
+        return f"{label} {signed(d.estimate)} ({ci}{p_text(d.p_value)}, {holm}): {verdict(k, results)}"
+    outside = "exploratory, outside the declared family"
+    return f"{label} {signed(d.estimate)} ({ci}unadjusted {p_text(d.p_value)}; {outside})"
+
+
+def detectable(k: Comparison, results: Results) -> float:
+    """The smallest change of the primary metric this comparison detects with 80% power at the Holm
+    threshold of a lone effect in the family (alpha / family size)."""
+    return stats.minimum_detectable(
+        k.differences[results.primary], results.alpha / max(results.family.size, 1), POWER
     )
 
 
-# --- models --------------------------------------------------------------------------------------
+# --- models and the baseline ---------------------------------------------------------------------
 
 
 def model_label(model: str) -> str:
@@ -96,6 +131,36 @@ def model_label(model: str) -> str:
     from synthmix.models import MODELS
 
     return MODELS[model].label if model in MODELS else model
+
+
+def model_name(model: str, runs: Sequence[Run]) -> str:
+    """The model's label, marked '(random init)' when its runs used a randomly initialised backbone:
+    random features never pass for pretrained ones."""
+    from synthmix.models import MODELS
+
+    label = model_label(model)
+    if model in MODELS and MODELS[model].trained_from_scratch:
+        return label
+    weights = {r.weights for r in runs if r.model == model}
+    if weights and weights <= RANDOM_WEIGHTS:
+        return f"{label} (random init)"
+    if weights & RANDOM_WEIGHTS:
+        return f"{label} (random init in some runs)"
+    return label
+
+
+def model_names(cells: Sequence[Cell]) -> dict[str, str]:
+    """model -> how the report names it, from the weights its cells' runs recorded."""
+    runs = [r for c in cells for r in c.runs]
+    return {m: model_name(m, runs) for m in dict.fromkeys(c.model for c in cells)}
+
+
+def baseline_name(results: Results) -> str:
+    """'30r0s (real only)' when every baseline run recorded no synthetic image; else just its name."""
+    runs = [r for c in results.cells if c.mix == results.baseline for r in c.runs]
+    if runs and all(r.record.synthetic_images == 0 for r in runs):
+        return f"{results.baseline} (real only)"
+    return str(results.baseline)
 
 
 def title_weights(runs: Sequence[Run]) -> str:
@@ -119,60 +184,83 @@ def findings(results: Results) -> list[str]:
     """The findings in words, each sentence computed from the comparisons."""
     out: list[str] = []
     cells = results.cells
+    if results.family.exploratory:
+        out.append(results.family.exploratory[0].upper() + results.family.exploratory[1:] + ".")
     if cells and max(len(c.seeds) for c in cells) < 2:
         out.append(
-            "Each configuration ran with a single seed, so the intervals cover the draw of test images only, "
-            "not training randomness; run more seeds (study.seeds) for the full picture."
+            "Each configuration ran with a single replicate, so the intervals cover the draw of test images "
+            "only, given that one training run; run more replicates (study.seeds) for the full picture."
         )
+    names = model_names(cells)
     for model in results.models:
         for source in SOURCES:
             own = [c for c in cells if c.model == model and c.source == source]
             if own:
-                out += _source_findings(results, own)
+                out += _source_findings(results, own, names[model])
         for k in results.comparisons:
             if k.model == model and k.kind == "tuned":
                 out.append(
-                    f"{model_label(model)} {k.b.mix}: tuned vs fixed hyperparameters "
-                    f"{describe(k, 'f1_macro', results.confidence)}."
+                    f"{names[model]} {k.b.mix}: tuned vs fixed hyperparameters "
+                    f"{describe(k, results.primary, results)}."
                 )
     return out
 
 
-def _source_findings(results: Results, own: Sequence[Cell]) -> list[str]:
-    """Changes against the baseline, the best mix and the ratio comparisons of one model and source."""
-    model, source, baseline = own[0].model, own[0].source, results.baseline
-    who = model_label(model) if source == "fixed" else f"{model_label(model)} (tuned)"
-    ours = [k for k in results.comparisons if k.model == model and k.b.source == source]
+def _source_findings(results: Results, own: Sequence[Cell], name: str) -> list[str]:
+    """Changes against the baseline, the best mix, the detectable change and the ratio comparisons of
+    one model and hyperparameter source."""
+    source, baseline, primary = own[0].source, results.baseline, results.primary
+    who = name if source == "fixed" else f"{name} (tuned)"
+    ours = [k for k in results.comparisons if k.model == own[0].model and k.b.source == source]
     against = [k for k in ours if k.kind == "baseline"]
     out = []
     if not any(c.mix == baseline for c in own):
-        out.append(f"{who}: no real-only baseline ({baseline}) runs, so no changes against it are reported.")
-    out += [f"{who}: {k.b.mix} vs {k.a.mix} {describe(k, 'f1_macro', results.confidence)}." for k in against]
+        out.append(f"{who}: no baseline ({baseline}) runs, so no changes against it are reported.")
+    missing = [m for m in results.family.mixes if m not in {c.mix for c in own}]
+    if against and missing:
+        out.append(
+            f"{who}: no runs of {', '.join(map(str, missing))}; they stay in the declared family, so the "
+            f"Holm adjustment still counts {results.family.size} tests."
+        )
+    out += [f"{who}: {k.b.mix} vs {k.a.mix} {describe(k, primary, results)}." for k in against]
     out.append(f"{who}: {_best_mix(results, own, against)}.")
+    mde = [v for v in (detectable(k, results) for k in against if k.in_family) if not math.isnan(v)]
+    if mde:
+        size = f"{min(mde):.3f}" if len(mde) == 1 else f"{min(mde):.3f} to {max(mde):.3f}"
+        out.append(
+            f"{who}: the smallest change in {METRIC_LABELS[primary]} this design detects with "
+            f"{POWER:.0%} power is {size} (two-sided, at the Holm threshold of a lone effect, "
+            f"{results.alpha:.2g}/{results.family.size}, from each comparison's standard error and "
+            "degrees of freedom); a smaller true change would likely be called no significant difference."
+        )
     for k in ours:
         if k.kind == "ratio":
             total = k.a.mix.real + k.a.mix.synthetic
             out.append(
                 f"{who}: synthetic outnumbering real ({k.b.mix} vs {k.a.mix}, both {total} images a "
-                f"class): {describe(k, 'f1_macro', results.confidence)}."
+                f"class): {describe(k, primary, results)}."
             )
     return out
 
 
 def _best_mix(results: Results, own: Sequence[Cell], against: Sequence[Comparison]) -> str:
-    """'best mix by mean macro F1 is 30r30s (0.812, 95% CI ...), significantly better than 30r0s'."""
-    baseline = results.baseline
-    best = max(own, key=lambda c: results.intervals[c]["f1_macro"].mean)
-    iv = results.intervals[best]["f1_macro"]
-    ci = f", {results.confidence:.0%} CI {iv.low:.3f} to {iv.high:.3f}" if not math.isnan(iv.low) else ""
-    sentence = f"best mix by mean macro F1 is {best.mix} ({iv.mean:.3f}{ci})"
+    """'highest mean macro F1: 30r30s (0.812), selected on the test set, so ...'."""
+    primary, baseline = results.primary, results.baseline
+    pick = min if primary in LOWER_IS_BETTER else max
+    best = pick(own, key=lambda c: results.intervals[c][primary].mean)
+    mean = results.intervals[best][primary].mean
+    sentence = (
+        f"best mix by mean {METRIC_LABELS[primary]} is {best.mix} ({mean:.3f}), selected on the test set: "
+        "a description of this test set, not a confirmatory result"
+    )
     if best.mix == baseline:
-        return sentence + "; that is the real-only baseline: no mix with synthetic images beat it on average"
-    vs = next((k for k in against if k.b == best), None)
+        return sentence + "; it is the baseline: no other mix beat it on average"
+    vs = next((k for k in against if k.b == best and k.in_family), None)
     if vs is None:
         return sentence
-    v = verdict(vs, "f1_macro", results.alpha)
-    return sentence + (f", {v} than {baseline}" if v != NO_DIFFERENCE else f", {v} from {baseline}")
+    return (
+        sentence + f" (its verdict against {baseline} is the Holm-adjusted one above: {verdict(vs, results)})"
+    )
 
 
 # --- the document's prose ------------------------------------------------------------------------
@@ -185,32 +273,49 @@ def title(runs: StudyRuns) -> str:
 def introduction(results: Results, runs: StudyRuns) -> str:
     seeds = sorted({r.seed for r in runs.selected})
     return (
-        f"{len(runs.selected)} finished runs: models "
-        f"{', '.join(dict.fromkeys(model_label(c.model) for c in results.cells))}; "
+        f"{len(runs.selected)} finished runs: models {', '.join(model_names(results.cells).values())}; "
         f"mixes {', '.join(dict.fromkeys(c.mix.name for c in results.cells))} (N real + M synthetic training "
-        f"images per class); seeds {', '.join(map(str, seeds))}; baseline {results.baseline} (real only)."
+        f"images per class); replicates (seeds) {', '.join(map(str, seeds))}; baseline "
+        f"{baseline_name(results)}; primary metric {METRIC_LABELS[results.primary]}."
     )
 
 
-def how_to_read(results: Results, bootstrap_samples: int) -> str:
-    """How the changes were tested, naming the bootstrap the comparisons actually used."""
-    method = next(
-        (
-            k.differences["accuracy"].method
-            for k in results.comparisons
-            if not math.isnan(k.differences["accuracy"].estimate)
-        ),
-        stats.BOOTSTRAP_SEEDS_METHOD,
-    )
+def replicate_design(redraw: Sequence[str]) -> str:
+    """What one replicate redraws, from study.redraw, in words."""
+    parts = ["the classifier's initialisation and batch order", *(_REDRAW_NAMES.get(r, r) for r in redraw)]
+    listed = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    return f"each replicate (seed) draws afresh {listed}; the train/test split is the same for all"
+
+
+def how_to_read(results: Results, design: str) -> str:
+    """The method paragraph: exactly how the changes were estimated, tested and turned into verdicts."""
+    family = results.family
+    alpha = results.alpha
+    primary = METRIC_LABELS[results.primary]
     return (
-        f"How to read them: a change is the mix minus the baseline, averaged over the seeds both share. "
-        f"Its {results.confidence:.0%} interval and p-value come from a {method} ({bootstrap_samples} "
-        "resamples): every mix is scored on the same test images, so each image's predictions under both "
-        "mixes are resampled together, which removes the difficulty of the images both mixes share and "
-        "works for macro F1 too (McNemar's test covers accuracy only and gives no interval). Test loss, "
-        "known only per run, uses a paired t-test over seeds. Several mixes are tested against one baseline, "
-        "so the p-values of each model and metric are Holm-adjusted as one family; a change is called "
-        f"significant when its adjusted p is below {results.alpha:.2g}. Intervals are not adjusted."
+        f"How to read them. Replicate design: {design}. A change is a mix minus the baseline, paired "
+        "replicate by replicate (the same seed) and image by image (every run is scored on the same test "
+        "images): for each replicate the difference of the metric on the full test set, then the mean of "
+        "those differences. Its standard error adds two parts: the spread of the per-replicate differences "
+        "(their variance over the S replicates, divided by S: what a replicate redraws, plus each "
+        "replicate's own test-image noise) and the test-image draw that all replicates share (the mean covariance "
+        "between two different replicates' differences under a paired bootstrap over test images, "
+        f"{results.bootstrap_samples} resamples, each drawing the images once for every replicate and both "
+        f"mixes). The {results.confidence:.0%} interval and the p-value are Student t with S - 1 degrees of "
+        "freedom when the replicates' spread is the larger part, else Welch-Satterthwaite degrees of "
+        "freedom (S - 1 and test images - 1); with a single replicate only the bootstrap part remains, "
+        "conditional on that training run. tests/test_stats.py simulates studies with no true change and "
+        "checks that under 7% of them are called significant at 5%, with 3, 5 and 10 replicates. Test loss, "
+        "known only per run, uses a paired t-test over replicates. Verdicts use one metric, "
+        f"{primary} (report.primary_metric), and one declared family per model and hyperparameter source: "
+        f"every study mix ({', '.join(map(str, family.mixes))}) against {family.baseline}, {family.size} "
+        f"tests, Holm-adjusted over all {family.size} even when some have no runs; a change is significant "
+        f"when its adjusted p is below {alpha:.2g}. Other metrics, the ratio and the tuned-vs-fixed "
+        "comparisons are shown with intervals and unadjusted p-values, as exploratory results, never as "
+        "verdicts. Intervals are not adjusted for multiplicity. The smallest detectable change is "
+        f"(t at 1 - {alpha:.2g}/(2 x {family.size}) + t at {POWER:.0%}) x standard error: the true change "
+        f"found significant with {POWER:.0%} power if it were the only one in the family. p-values below "
+        "0.001 are written p < 0.001; a change with no variance at all has no p-value."
     )
 
 
@@ -219,12 +324,12 @@ def provenance(params: Params, runs: StudyRuns) -> list[str]:
     from synthmix.tracking import dvc_file_hash, git_commit
 
     selected = runs.selected
-    weights = sorted({f"{model_label(r.model)}: {r.weights}" for r in selected})
+    weights = sorted({f"{model_name(r.model, selected)}: {r.weights}" for r in selected})
     seeds = sorted({r.seed for r in selected})
     return [
         *generator_lines(params.generate.out_dir / "manifest.csv"),
         f"Model weights: {'; '.join(weights)}.",
-        f"Seeds: {', '.join(map(str, seeds))}; bootstrap seed {params.report.seed}.",
+        f"Seeds (replicates): {', '.join(map(str, seeds))}; bootstrap seed {params.report.seed}.",
         f"Code: git {git_commit()}; real set (data.dvc) md5 {dvc_file_hash()}.",
         f"Runs read from {runs.runs_dir}/: {len(selected)} used, "
         f"{len(runs.found) - len(selected)} finished runs outside this study's models, mixes and seeds "
@@ -253,7 +358,9 @@ def generator_lines(manifest: Path) -> list[str]:
             f"{f' (revision {revision})' if revision else ''}: {len(group)} images in "
             f"{len({r.label for r in group})} classes, {', '.join(map(str, steps))} steps, guidance "
             f"{', '.join(f'{g:g}' for g in guidance)}, seeds {_span(sorted({r.seed for r in group}))}, "
-            f"{sum(r.retries for r in group)} retries."
+            f"{sum(r.retries for r in group)} retries, {sum(r.blocked for r in group)} still blocked by the "
+            f"safety checker and {sum(r.near_test_path is not None for r in group)} near-copies of a test "
+            "image (neither kind is ever trained on)."
         )
     lines.append(f"synthetic/manifest.csv sha256 {file_hash(manifest)[:16]}.")
     return lines

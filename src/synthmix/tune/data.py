@@ -1,19 +1,22 @@
-"""What a study tunes on: the mix's training set, split into tuning-train and validation, and the
-study's name, which changes whenever anything that decides a trial's value (other than its
-hyperparameters) does. The test split is never read here.
+"""What a study tunes on: the mix's training set less the held-out real images, the held-out real
+images themselves (the validation set), and the study's name, which changes whenever anything that
+decides a trial's value (other than its hyperparameters) does. The test split is never read here.
+
+The validation set is real and the same for every mix of the study: per class, the highest-ranked
+round(tune.validation_fraction * n) of its n real training images. No mix tunes on them, so 0r30s is
+validated on real images like 30r0s, and studies of different mixes are scored on the same images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from synthmix.config import Params, to_dict
-from synthmix.data import read_manifest
+from synthmix.data import SplitRow, read_manifest
 from synthmix.errors import UserError
 from synthmix.generate.manifest import read_synthetic_manifest
 from synthmix.hparams import SEARCHED
@@ -24,58 +27,72 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class TuningSets:
+    """The images of one study: what trials train on, and the shared real validation images."""
+
+    train: list[TrainingImage]
+    validation: list[TrainingImage]
+
+
+@dataclass(frozen=True)
 class TuningData:
     classes: tuple[str, ...]
     train: LabelledImages
     validation: LabelledImages
 
 
-def validation_split(
-    images: Sequence[TrainingImage], fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Indices (train, validation) into `images`: per class and source, round(fraction * n) validate.
+def held_out_real(real_rows: Sequence[SplitRow], fraction: float) -> list[SplitRow]:
+    """Per class, the highest-ranked round(fraction * n) of its n real training rows, by class and rank.
 
-    Every group of two or more images gives at least one to validation and keeps at least one for
-    training. The choice depends on the seed, the class, the source and the content hashes only, so
-    it does not change with file names or listing order.
+    The highest ranks, because mixes take real images from rank 0 up: a mix of fewer real images than
+    the class has loses none of them to validation.
     """
-    groups: dict[tuple[str, str], list[int]] = {}
-    for index, image in enumerate(images):
-        groups.setdefault((image.label, image.source), []).append(index)
-    train: list[int] = []
-    validation: list[int] = []
-    for (label, source), members in sorted(groups.items()):
-        members = sorted(members, key=lambda i: images[i].sha256)
-        digest = hashlib.sha256(f"{seed}:{label}:{source}".encode()).digest()
-        random.Random(int.from_bytes(digest[:8], "big")).shuffle(members)
-        count = 0 if len(members) < 2 else min(len(members) - 1, max(1, round(fraction * len(members))))
-        validation += members[:count]
-        train += members[count:]
-    return sorted(train), sorted(validation)
+    by_class: dict[str, list[SplitRow]] = {}
+    for row in sorted(real_rows, key=lambda r: (r.label, r.rank)):
+        if row.split == "train":
+            by_class.setdefault(row.label, []).append(row)
+    held: list[SplitRow] = []
+    for label, rows in by_class.items():
+        count = round(fraction * len(rows))
+        if not 1 <= count < len(rows):
+            raise UserError(
+                f"tune.validation_fraction {fraction} holds out {count} of the {len(rows)} real training "
+                f"images of class '{label}'; it must hold out at least one and leave at least one. "
+                "Change tune.validation_fraction or data.train_per_class."
+            )
+        held += rows[len(rows) - count :]
+    return held
 
 
-def mix_training_set(params: Params, mix: Mix) -> list[TrainingImage]:
-    """The mix's training images (real training split + synthetic set); never the test split."""
+def tuning_sets(params: Params, mix: Mix) -> TuningSets:
+    """The mix's training images (real training split + synthetic set) less the held-out real ones,
+    and the held-out real ones; never the test split."""
     real_rows = read_manifest(params.data.prepared_dir / "train.csv")
     synthetic_rows = (
         read_synthetic_manifest(params.generate.out_dir / "manifest.csv") if mix.synthetic else []
     )
-    return training_images(real_rows, synthetic_rows, mix)
+    held = held_out_real(real_rows, params.tune.validation_fraction)
+    held_paths = {row.path for row in held}
+    train = [
+        image for image in training_images(real_rows, synthetic_rows, mix) if image.path not in held_paths
+    ]
+    validation = [TrainingImage(row.path, row.label, row.sha256, "real") for row in held]
+    empty = sorted({image.label for image in validation} - {image.label for image in train})
+    if empty:
+        raise UserError(
+            f"Mix {mix.name} has no training image of class '{empty[0]}' left once the highest-ranked "
+            f"real images are held out for validation (tune.validation_fraction "
+            f"{params.tune.validation_fraction}). Tune a mix with more images, or lower the fraction."
+        )
+    return TuningSets(train, validation)
 
 
-def load_tuning_data(params: Params, images: Sequence[TrainingImage]) -> TuningData:
-    """Decode `images` (through the shared image cache) and split them with validation_split."""
+def load_tuning_data(params: Params, sets: TuningSets) -> TuningData:
+    """Decode both sets through the shared image cache."""
     from synthmix.images import load_images  # torch: imported only when there is something to tune
 
+    images = [*sets.train, *sets.validation]
     classes = tuple(sorted({image.label for image in images}))
-    train_index, validation_index = validation_split(
-        images, params.tune.validation_fraction, params.tune.seed
-    )
-    if not validation_index:
-        raise UserError(
-            f"tune.validation_fraction {params.tune.validation_fraction} leaves no validation images: "
-            "every class needs at least 2 training images in the mix. Use a mix with more images per class."
-        )
     labelled = load_images(
         [image.path for image in images],
         [classes.index(image.label) for image in images],
@@ -83,25 +100,28 @@ def load_tuning_data(params: Params, images: Sequence[TrainingImage]) -> TuningD
         params.train.image_size,
         params.train.cache_dir,
     )
-    return TuningData(classes, labelled.subset(train_index), labelled.subset(validation_index))
+    count = len(sets.train)
+    return TuningData(
+        classes, labelled.subset(list(range(count))), labelled.subset(list(range(count, len(images))))
+    )
 
 
-def study_name(model: str, mix: Mix, params: Params, images: Sequence[TrainingImage]) -> str:
+def study_name(model: str, mix: Mix, params: Params, sets: TuningSets) -> str:
     """`<model>-<mix>-<hash>`: the hash covers all that decides a trial's value except its own params.
 
     So workers with the same space and data join one study, and a changed search space, validation
-    split, image size or data set starts a new one instead of mixing incomparable trials.
+    set, image size or data set starts a new one instead of mixing incomparable trials.
     """
     tune = params.tune
     section = params.train.model_section(model)
     fixed = {k: v for k, v in to_dict(section).items() if k not in section.searched_fields}
     identity = {
         "space": {key: to_dict(getattr(tune, key)) for key in SEARCHED},
-        "validation_fraction": tune.validation_fraction,
         "seed": tune.seed,
         "image_size": params.train.image_size,
         "fixed": fixed,
-        "images": [[image.label, image.sha256] for image in images],
+        "images": [[image.label, image.sha256] for image in sets.train],
+        "validation": [[image.label, image.sha256] for image in sets.validation],
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"{model}-{mix.name}-{digest[:12]}"

@@ -21,7 +21,7 @@ from synthmix.config import Params, check_model, to_dict
 from synthmix.errors import UserError
 from synthmix.hparams import SEARCHED, Hyperparameters, ensure_best_params_file, write_best_params
 from synthmix.mixes import Mix
-from synthmix.tune.data import load_tuning_data, mix_training_set, study_name
+from synthmix.tune.data import load_tuning_data, study_name, tuning_sets
 from synthmix.tune.objective import SurplusTrial, TuningTask, objective
 from synthmix.tune.storage import FINISHED, create_study, open_storage, redacted, wait_for_work
 
@@ -68,9 +68,9 @@ def tune_mix(
     cfg = params.tune
     n_trials = trials or cfg.trials
     url = storage or cfg.storage
-    images = mix_training_set(params, mix)
-    data = load_tuning_data(params, images)
-    name = study_name(model, mix, params, images)
+    sets = tuning_sets(params, mix)
+    data = load_tuning_data(params, sets)
+    name = study_name(model, mix, params, sets)
     with _setup_lock(params.train.cache_dir):  # workers on one machine create tables and runs in turn
         study = create_study(name, open_storage(url, cfg.heartbeat_seconds), cfg)
         tracking.configure(MLFLOW_EXPERIMENT)
