@@ -1,5 +1,5 @@
 """The report's statistics: intervals, the replicate + test-image inference (checked by simulating
-studies with no true change), paired t, Holm and McNemar against references."""
+studies with no true change), paired t and Holm against references."""
 
 from __future__ import annotations
 
@@ -309,7 +309,7 @@ def test_one_replicate_resamples_images_only_and_mismatched_shapes_are_refused()
         stats.paired_bootstrap(y, a, _predictions(rng, y, 0.4, 3, 2), 3, samples=100, confidence=0.95)
 
 
-# --- paired t, Holm, McNemar ------------------------------------------------------------------------
+# --- paired t, Holm ---------------------------------------------------------------------------------
 
 
 def test_paired_t_matches_scipy_and_has_no_p_value_without_spread():
@@ -341,10 +341,3 @@ def test_holm_over_a_declared_family_counts_the_members_it_was_not_given():
     assert adjusted[0] == pytest.approx(0.04) and math.isnan(adjusted[1])
     with pytest.raises(ValueError):
         stats.holm_adjust([0.01, 0.02, 0.03], family_size=2)
-
-
-def test_mcnemar_exact_is_a_binomial_test_on_discordant_images():
-    a = np.array([1, 1, 0, 0, 1, 0, 0, 0, 1, 1], dtype=bool)
-    b = np.array([1, 1, 1, 1, 1, 1, 1, 0, 1, 1], dtype=bool)
-    assert stats.mcnemar_exact(a, b) == pytest.approx(scipy_stats.binomtest(4, 4, 0.5).pvalue)
-    assert stats.mcnemar_exact(a, a) == 1.0

@@ -40,7 +40,7 @@ PER_RUN_METRICS = tuple(m for m in FINAL_METRICS if m not in stats.CLASSIFICATIO
 class Pair(NamedTuple):
     """One planned comparison: metric(b) - metric(a)."""
 
-    kind: str  # "baseline" (mix vs the baseline), "ratio" (synthetic outnumbers real), "tuned" (tuned vs fixed)
+    kind: str  # "baseline" (mix vs baseline), "ratio" (synthetic outnumbers real), "tuned" (vs fixed)
     a: Cell
     b: Cell
 

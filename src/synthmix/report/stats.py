@@ -30,9 +30,9 @@ noise dominating, test-image noise dominating, both; 3, 5 and 10 replicates); be
 measures coverage and power through `bootstrap_differences` on macro F1.
 
 Why a paired bootstrap and not McNemar: every mix is scored on the same test images, so pairing removes
-the image difficulty both mixes share; resampling images works for every metric (macro F1 included,
-which McNemar cannot test). McNemar's exact test is offered per run for accuracy. Metrics known only
-per run (test loss) use a paired t-test over replicates, which has no image part.
+the image difficulty both mixes share, and resampling images works for every metric (macro F1
+included, which McNemar cannot test). Metrics known only per run (test loss) use a paired t-test over
+replicates, which has no image part.
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ def paired_bootstrap(
     return result[("a", "b")]
 
 
-# --- tests over replicates, multiplicity, McNemar ---------------------------------------------------
+# --- tests over replicates, multiplicity --------------------------------------------------------------
 
 
 def paired_t(values_a: Sequence[float], values_b: Sequence[float], confidence: float) -> Difference:
@@ -395,13 +395,3 @@ def holm_adjust(p_values: Sequence[float], family_size: int | None = None) -> li
         running = max(running, min(1.0, (m - rank) * p[i]))  # step-down: never below an earlier one
         adjusted[i] = running
     return [float(v) for v in adjusted]
-
-
-def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
-    """Two-sided exact McNemar p-value: a binomial test on the images exactly one of a, b got right."""
-    correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
-    only_a = int(np.count_nonzero(correct_a & ~correct_b))
-    only_b = int(np.count_nonzero(~correct_a & correct_b))
-    if only_a + only_b == 0:
-        return 1.0
-    return float(scipy_stats.binomtest(only_b, only_a + only_b, 0.5).pvalue)
