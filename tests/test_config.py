@@ -344,3 +344,10 @@ def test_to_dict_gives_plain_values_that_load_back_to_the_same_config():
     assert params_from_dict(plain) == params
     flat = flatten(plain, "p.")
     assert flat["p.train.cnn.lr"] == 0.02 and flat["p.train.resnet50.head_dropout"] == 0.25
+
+
+def test_image_to_image_keeps_the_real_subset_that_holds_its_sources():
+    text = params_from_dict({"generate": {"generator": "text2image", "text2image": {"mode": "image"}}})
+    assert text.generate.image_to_image
+    assert text.replicate_draw(3).redraw == ("synthetic_subset",)
+    assert params_from_dict({}).replicate_draw(3).redraw == ("real_subset", "synthetic_subset")

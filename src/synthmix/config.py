@@ -158,6 +158,11 @@ class GenerateConfig(Section):
     ddpm: DDPMConfig = DDPMConfig()
     text2image: Text2ImageConfig = Text2ImageConfig()
 
+    @property
+    def image_to_image(self) -> bool:
+        """Whether each synthetic image starts from a real training image (text2image, mode image)."""
+        return self.generator == "text2image" and self.text2image.mode == "image"
+
 
 class ModelSection(Section):
     """What every train.<model> section holds. A new backbone is a subclass and a TrainConfig field."""
@@ -290,8 +295,8 @@ class Params(Section):
     def replicate_draw(self, seed: int) -> Draw:
         """What the replicate with `seed` draws (study.redraw). Image-to-image sources are the first real
         ranks of each class, which every mix must hold, so that mode keeps the real subset fixed."""
-        image_to_image = self.generate.generator == "text2image" and self.generate.text2image.mode == "image"
-        return Draw(seed, tuple(r for r in self.study.redraw if not (image_to_image and r == "real_subset")))
+        keep_real = self.generate.image_to_image
+        return Draw(seed, tuple(r for r in self.study.redraw if not (keep_real and r == "real_subset")))
 
     @property
     def selected_mixes(self) -> tuple[Mix, ...]:

@@ -203,12 +203,12 @@ def _train_runs(
         for spec in todo:
             rundir.begin(spec.run_dir(cfg.runs_dir))
         jobs = [(spec, stores[spec.draw], test, len(data.classes), cfg) for spec in todo]
+        test_paths, test_labels = [r.path for r in data.test_rows], test.labels.tolist()
         for spec, result in progress(_fit_all(jobs, cfg.workers), "Training runs", total=len(todo)):
             run_dir = spec.run_dir(cfg.runs_dir)
             scores = evaluate(result.eval_logits, test.labels, data.classes)
-            test_paths = [r.path for r in data.test_rows]
             history = [s.as_row() for s in result.history]
-            rundir.write_results(run_dir, scores, history, test_paths, test.labels.tolist(), data.classes)
+            rundir.write_results(run_dir, scores, history, test_paths, test_labels, data.classes)
             images = data.training[spec.draw]
             record = rundir.RunRecord(
                 model=spec.model,
