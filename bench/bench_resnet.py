@@ -91,9 +91,9 @@ def load_set(items, index: dict[str, int], size: int, cache_dir: Path) -> Labell
 
 
 def forget_process_caches() -> None:
-    """What a fresh train-stage process starts without: the shared trunk, the read and hashed weights."""
+    """What a fresh train-stage process starts without: the shared trunk (which holds the read weights)
+    and the weights file's hash."""
     models._resnet50_backbone.cache_clear()
-    models._read_state_dict.cache_clear()
     models._file_sha256.cache_clear()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from synthmix.config import TrainConfig
 from synthmix.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -185,8 +186,8 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha256_file(Path(path))
 
 
-@functools.lru_cache(maxsize=2)
-def _read_state_dict(path: str, size: int, mtime_ns: int) -> dict:
+def _read_state_dict(path: Path) -> dict:
+    # Read once per process: the trunk it fills is cached (_resnet50_backbone) and keeps its tensors.
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -213,7 +214,7 @@ def _download_imagenet(checkpoint: Path) -> None:
 
 def _load_backbone_state(backbone: nn.Module, file: Path) -> None:
     try:
-        state = _read_state_dict(*_file_identity(file))  # load_state_dict copies: sharing it is safe
+        state = _read_state_dict(file)
     except Exception as exc:
         raise UserError(
             f"ResNet50 weights file {file} cannot be read as a state dict ({exc}). Save it with "
@@ -307,7 +308,6 @@ class ModelEntry:
     weights: Callable[[Any], BackboneWeights]  # what it starts from, resolved from its params section
     preprocessing: str  # what its first layer does to pixels in [0, 255]
     frozen_backbone: bool  # True: a frozen feature extractor and a trained head (features are cached)
-    feature_dim: int = 0  # width of the frozen backbone's features
 
     @property
     def trained_from_scratch(self) -> bool:
@@ -317,12 +317,9 @@ class ModelEntry:
         return trainable_parameters(self.create(num_classes, image_size))
 
     def create(self, num_classes: int, image_size: int, seed: int = 0) -> nn.Module:
-        """A model with random weights and default dropout, for summaries (no weights file needed)."""
-        return self.build(num_classes, image_size, 0.5, _DefaultSection(), random_weights(None), seed)
-
-
-class _DefaultSection:
-    conv_dropout = 0.1
+        """A model with random weights and its default settings, for summaries (no weights file needed)."""
+        section = TrainConfig().model_section(self.name)
+        return self.build(num_classes, image_size, section.dropout, section, random_weights(section), seed)
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -336,7 +333,6 @@ MODELS: dict[str, ModelEntry] = {
             resnet_weights,
             "x/255, ImageNet mean/std",
             frozen_backbone=True,
-            feature_dim=RESNET_FEATURES,
         ),
     )
 }
