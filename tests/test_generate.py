@@ -529,3 +529,10 @@ def test_bad_generate_settings_exit_2(in_tmp, capsys, generate, message):
     (in_tmp / "params.yaml").write_text(yaml.safe_dump({"study": SMALL_STUDY, "generate": generate}))
     assert run(["generate"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_every_generator_states_what_it_learnt_from():
+    from synthmix.config import GENERATORS
+    from synthmix.generate.manifest import GENERATOR_PROVENANCE
+
+    assert set(GENERATOR_PROVENANCE) == set(GENERATORS)

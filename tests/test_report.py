@@ -230,6 +230,9 @@ def test_the_report_holds_the_tables_every_figure_and_provenance(study):
         "t over replicates + paired bootstrap over test images"
     )
     assert "Replicate design: each replicate (seed) draws afresh the classifier's initialisation" in md
+    # where the synthetic images' knowledge came from: the DDPM saw every real training image
+    assert "Provenance: the DDPM learnt from every real training image of each class" in md
+    assert "a mix taking the whole pool holds the same ones in every replicate" in md
     assert "1 still blocked by the safety checker and 0 near-copies of a test image" in md
     assert "every study mix (30r15s, 30r30s) against 30r0s, 2 tests" in md
     caption = next(line for line in md.splitlines() if line.startswith("*") and "Fig. 8" in line)

@@ -33,6 +33,23 @@ MANIFEST_NAME = "manifest.csv"
 PNG_RECORD_KEY = "synthmix"
 _IMAGE_NAME = re.compile(r"^(\d{4,})\.png$")
 
+# What each value of the `generator` column learnt from, for the report's provenance (an image made
+# image-to-image names its own real source in `source_path` instead).
+GENERATOR_PROVENANCE = {
+    "ddpm": (
+        "the DDPM learnt from every real training image of each class (never the test split), so a mix "
+        "with fewer real images (e.g. 15r30s, 0r30s) carries information from real images it does not hold"
+    ),
+    "text2image": (
+        "made from a text prompt alone, from no real image of this data set (what the model learnt in its "
+        "own pre-training is outside this study)"
+    ),
+}
+IMAGE_TO_IMAGE_PROVENANCE = (
+    "made image-to-image, each from the real training image named in source_path; every mix with real "
+    "images holds the sources of its synthetic images"
+)
+
 SYNTHETIC_MANIFEST_FIELDS = (
     "path",
     "class",

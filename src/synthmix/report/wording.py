@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from synthmix.config import Params
-from synthmix.generate.manifest import SyntheticRow, read_synthetic_manifest
+from synthmix.generate.manifest import (
+    GENERATOR_PROVENANCE,
+    IMAGE_TO_IMAGE_PROVENANCE,
+    SyntheticRow,
+    read_synthetic_manifest,
+)
 from synthmix.report import stats
 from synthmix.report.cells import Cell, StudyRuns
 from synthmix.report.comparisons import Comparison, Results
@@ -36,7 +41,10 @@ RANDOM_WEIGHTS = frozenset({"random", "none"})  # run.json's `weights` of a rand
 # What a replicate may redraw (study.redraw), in words.
 _REDRAW_NAMES = {
     "real_subset": "the real images of every partial mix",
-    "synthetic_subset": "the synthetic images of every mix",
+    "synthetic_subset": (
+        "which of the generated pool's images every mix takes (a mix taking the whole pool holds the same "
+        "ones in every replicate)"
+    ),
 }
 
 
@@ -360,10 +368,17 @@ def generator_lines(manifest: Path) -> list[str]:
             f"{', '.join(f'{g:g}' for g in guidance)}, seeds {_span(sorted({r.seed for r in group}))}, "
             f"{sum(r.retries for r in group)} retries, {sum(r.blocked for r in group)} still blocked by the "
             f"safety checker and {sum(r.near_test_path is not None for r in group)} near-copies of a test "
-            "image (neither kind is ever trained on)."
+            "image (neither kind is ever trained on). Provenance: "
+            f"{_provenance(generator, group)}."
         )
     lines.append(f"synthetic/manifest.csv sha256 {file_hash(manifest)[:16]}.")
     return lines
+
+
+def _provenance(generator: str, group: Sequence[SyntheticRow]) -> str:
+    if any(r.source_path is not None for r in group):
+        return IMAGE_TO_IMAGE_PROVENANCE
+    return GENERATOR_PROVENANCE.get(generator, "not recorded for this generator")
 
 
 def _span(values: Sequence[int]) -> str:
