@@ -4,9 +4,11 @@
   size), random weights (speed does not depend on them): seconds per training step and sampled
   images per second through `synthmix.generate.ddpm.sample_ddpm`, the function the stage calls.
 - text2image (only when CUDA is available): a pipeline with SD1.5's architecture built from its
-  configs with random weights (nothing downloaded), run through
-  `synthmix.generate.text2image.sample_text2image` at the default settings (fp32, default attention,
-  batch 1) and optimised ones (fp16, SDPA, batch generate.text2image.batch_size).
+  configs with random weights (nothing downloaded), saved with save_pretrained (fp32 and the fp16
+  variant), then timed through `synthmix.generate.text2image.sample_text2image` twice: loaded with
+  diffusers' defaults (fp32, classic attention, batch 1), and loaded by the project's own
+  `load_pipeline` (the fp16 variant and SDPA on CUDA, batch generate.text2image.batch_size).
+  `--sd-device cpu --sd-size 64 --sd-steps 2 --sd-images 1` is a smoke run of that path on a CPU.
 
 Run from the repository root:  .venv/bin/python bench/bench_generate.py [--threads N] [--chunks 3]
 """
@@ -23,7 +25,7 @@ from common import append_results, best_of, command_line, describe_machine, mark
 
 from synthmix.config import DDPMConfig, Text2ImageConfig, load_params
 from synthmix.generate.ddpm import build_unet, images_to_tensor, noise_scheduler, sample_ddpm
-from synthmix.generate.text2image import sample_text2image
+from synthmix.generate.text2image import load_pipeline, sample_text2image
 
 
 def bench_ddpm(cfg: DDPMConfig, num_classes: int, chunks: int) -> list[list[object]]:
@@ -97,39 +99,49 @@ def sd15_pipeline(directory: Path):
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True
     )
     return StableDiffusionPipeline(
-        unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
 
 
-def bench_text2image(cfg: Text2ImageConfig, images: int) -> list[list[object]]:
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+def bench_text2image(cfg: Text2ImageConfig, images: int, device: str) -> list[list[object]]:
+    """Default diffusers settings against the project's own loading path (`load_pipeline`)."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.models.attention_processor import AttnProcessor
 
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "sd15"
         pipe = sd15_pipeline(Path(tmp))
-    pipe.set_progress_bar_config(disable=True)
-    settings = [
-        ("default: fp32, classic attention, batch 1", torch.float32, AttnProcessor(), 1),
-        (f"optimised: fp16, SDPA, batch {cfg.batch_size}", torch.float16, AttnProcessor2_0(), cfg.batch_size),
-    ]
-    for name, dtype, processor, batch in settings:
-        pipe.to("cuda", dtype)
-        pipe.unet.set_attn_processor(processor)
-        seeds = list(range(batch))
-        sample_text2image(pipe, cfg, "cat", seeds)  # warm-up
-        calls = max(1, images // batch)
-        seconds = best_of(
-            1, lambda s=seeds, n=calls: [sample_text2image(pipe, cfg, "cat", s) for _ in range(n)]
-        )
-        rows.append(
-            [
-                f"SD1.5 {cfg.size}px, {cfg.steps} steps",
-                name,
-                seconds / (calls * batch),
-                calls * batch / seconds,
-            ]
-        )
+        pipe.save_pretrained(saved)  # fp32 weights, as a hub snapshot holds them
+        pipe.to(torch.float16).save_pretrained(saved, variant="fp16")
+        del pipe
+        # The defaults: fp32, the classic attention processor, one image per call.
+        default = StableDiffusionPipeline.from_pretrained(saved, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False).to(device)
+        default.unet.set_attn_processor(AttnProcessor())
+        default.set_progress_bar_config(disable=True)
+        # The project's path: load_pipeline picks the fp16 variant and SDPA on CUDA; batches of cfg.batch_size.
+        project_cfg = cfg.model_copy(update={"model": str(saved), "safety_checker": False})
+        optimised = load_pipeline(project_cfg, device)
+        print(f"load_pipeline on {device}: unet dtype {optimised.unet.dtype}, attention "
+              f"{type(next(iter(optimised.unet.attn_processors.values()))).__name__}")  # fmt: skip
+        settings = [
+            ("diffusers defaults: fp32, classic attention, batch 1", default, cfg, 1),
+            (f"load_pipeline: {optimised.unet.dtype}, SDPA, batch {cfg.batch_size}", optimised, project_cfg, cfg.batch_size),
+        ]  # fmt: skip
+        for name, pipeline, run_cfg, batch in settings:
+            seeds = list(range(batch))
+            sample_text2image(pipeline, run_cfg, "cat", seeds)  # warm-up
+            calls = max(1, images // batch)
+
+            def run(p=pipeline, c=run_cfg, s=seeds, n=calls) -> None:
+                for _ in range(n):
+                    sample_text2image(p, c, "cat", s)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+
+            seconds = best_of(1, run)
+            rows.append([f"SD1.5 {cfg.size}px, {cfg.steps} steps", name, seconds / (calls * batch), calls * batch / seconds])
     return rows
 
 
@@ -139,13 +151,19 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=3, help="DDPM sampling chunks to time (best of).")
     parser.add_argument("--classes", type=int, default=10, help="Classes of the DDPM's class embedding.")
     parser.add_argument("--sd-images", type=int, default=8, help="Images per text-to-image setting (CUDA).")
+    parser.add_argument("--sd-device", default="cuda", help="Device of the text-to-image part (cpu: a smoke run).")
+    parser.add_argument("--sd-size", type=int, default=None, help="Override generate.text2image.size.")
+    parser.add_argument("--sd-steps", type=int, default=None, help="Override generate.text2image.steps.")
     args = parser.parse_args()
     threads = set_threads(args.threads)
     machine = describe_machine(threads)
     params = load_params("params.yaml")
     rows = bench_ddpm(params.generate.ddpm, args.classes, args.chunks)
-    if torch.cuda.is_available():
-        rows += bench_text2image(params.generate.text2image, args.sd_images)
+    sd_cfg = params.generate.text2image.model_copy(
+        update={k: v for k, v in {"size": args.sd_size, "steps": args.sd_steps}.items() if v is not None}
+    )
+    if args.sd_device != "cuda" or torch.cuda.is_available():
+        rows += bench_text2image(sd_cfg, args.sd_images, args.sd_device)
     else:
         rows.append(["SD1.5 text-to-image", "skipped: needs CUDA", float("nan"), float("nan")])
     table = markdown_table(

@@ -52,8 +52,9 @@ def load_pipeline(cfg: Text2ImageConfig, device: Any) -> Any:
     if not cfg.safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     on_cuda = torch.device(device).type == "cuda"
-    if on_cuda:
-        kwargs["torch_dtype"] = torch.float16
+    # Always explicit: transformers 5 otherwise loads a component in the dtype its config.json names,
+    # which a folder holding an fp16 variant beside fp32 weights says is float16 (fails on a CPU).
+    kwargs["torch_dtype"] = torch.float16 if on_cuda else torch.float32
     try:
         try:
             pipe = pipeline_class.from_pretrained(
