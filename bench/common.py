@@ -203,10 +203,10 @@ def make_study_dir(
 
     source "digits": the embedded handwritten digits (10 classes); the digits the split leaves over
     stand in for generated images. source "random": photo-like random images of image_px pixels.
-    The split is synthmix's own (data.prepare_split); the synthetic manifest is written by its owner,
+    The split is synthmix's own (split.prepare_split); the synthetic manifest is written by its owner,
     synthmix.generate.manifest.
     """
-    from synthmix.data import prepare_split
+    from synthmix.split import SplitSizes, prepare_split
     from synthmix.data_import import write_default_data
     from synthmix.files import sha256_file
     from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
@@ -245,7 +245,7 @@ def make_study_dir(
                                  sha256_file(target))
                 )  # fmt: skip
         shutil.rmtree(pool)
-        prepare_split(Path("data"), Path("prepared"), train_per_class, test_per_class, seed=0)
+        prepare_split(Path("data"), Path("prepared"), SplitSizes(train_per_class, test_per_class), seed=0)
         write_synthetic_manifest(synthetic_rows, Path("synthetic/manifest.csv"))
     finally:
         os.chdir(here)

@@ -27,7 +27,7 @@ def _synthmix(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     "overrides,message",
     [
         ({"mix": "30x"}, "malformed"),
-        ({"mix": "45r30s"}, "45 real training images per class"),
+        ({"mix": "75r30s"}, "75 real training images per class"),
         ({"study": {"mixes": ["30r0s", "30r99s"]}}, "99 synthetic"),
     ],
 )

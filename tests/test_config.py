@@ -48,7 +48,15 @@ def _model_keys(section: type[BaseModel], prefix: str = "") -> set[str]:
 
 def test_the_repository_params_file_is_valid_and_matches_the_study_shape():
     params = load_params(REPO_PARAMS)
-    assert [m.name for m in params.study.mixes] == ["30r0s", "30r15s", "30r30s", "15r30s", "0r30s"]
+    assert [m.name for m in params.study.mixes] == [
+        "30r0s",
+        "30r15s",
+        "30r30s",
+        "15r30s",
+        "0r30s",
+        "30r30a",
+        "60r0s",
+    ]
     assert params.selected_mixes == params.study.mixes
     assert params.study.models == ("cnn", "resnet50")
     assert params.study.baseline == Mix(30, 0)
@@ -198,8 +206,9 @@ def test_a_bad_mix_names_its_key_and_position(raw, message):
     "raw,message",
     [
         (
-            {"mix": "45r30s"},
-            r"mix is '45r30s': .*45 real training images per class, but the split has only 30",
+            {"mix": "75r30s"},
+            r"mix is '75r30s': .*75 real training images per class, but the split holds 30 "
+            r"\(data.train_per_class\) plus 30 extra",
         ),
         (
             {"study": {"mixes": ["30r0s", "30r60s"]}},
@@ -349,5 +358,20 @@ def test_to_dict_gives_plain_values_that_load_back_to_the_same_config():
 def test_image_to_image_keeps_the_real_subset_that_holds_its_sources():
     text = params_from_dict({"generate": {"generator": "text2image", "text2image": {"mode": "image"}}})
     assert text.generate.image_to_image
-    assert text.replicate_draw(3).redraw == ("synthetic_subset",)
-    assert params_from_dict({}).replicate_draw(3).redraw == ("real_subset", "synthetic_subset")
+    assert text.replicate_draw(3).redraw == ("synthetic_subset", "generator_seed")
+    assert params_from_dict({}).replicate_draw(3).redraw == (
+        "real_subset",
+        "synthetic_subset",
+        "generator_seed",
+    )
+
+
+def test_a_redrawn_generator_seed_gives_each_study_seed_its_own_block():
+    study = {"seeds": [7, 3, 5], "mixes": ["30r0s", "30r10s"]}
+    params = params_from_dict({"study": study, "generate": {"images_per_class": 10}})
+    assert params.synthetic_per_class == 30
+    assert [params.replicate_draw(s).block for s in (3, 5, 7)] == [0, 1, 2]
+    assert params.replicate_draw(3).block_size == 10
+    study = {"redraw": ["real_subset"], "mixes": ["30r0s", "30r10s"]}
+    fixed = params_from_dict({"study": study, "generate": {"images_per_class": 10}})
+    assert fixed.synthetic_per_class == 10 and fixed.replicate_draw(3).block_size == 0

@@ -14,13 +14,12 @@ from synthmix.data import (
     decode_array,
     find_class_root,
     load_rgb,
-    prepare_split,
     read_manifest,
-    split_records,
     validate_tree,
 )
 from synthmix.data_import import import_tree, write_default_data
 from synthmix.errors import UserError
+from synthmix.split import SplitSizes, prepare_split, split_records
 
 
 def _messy_tree(root: Path) -> dict[str, Path]:
@@ -117,8 +116,8 @@ def test_a_folder_without_classes_is_a_clear_error(tmp_path):
 
 def test_split_is_seeded_nested_disjoint_and_byte_identical(tmp_path, image_tree):
     root = image_tree({"a": 12, "b": 12, "c b": 12})
-    rows1, _ = prepare_split(root, tmp_path / "p1", 6, 4, seed=7)
-    prepare_split(root, tmp_path / "p2", 6, 4, seed=7)
+    rows1, _ = prepare_split(root, tmp_path / "p1", SplitSizes(6, 4), seed=7)
+    prepare_split(root, tmp_path / "p2", SplitSizes(6, 4), seed=7)
     for name in ("train.csv", "test.csv", "rejected.csv"):
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes()
     train = read_manifest(tmp_path / "p1" / "train.csv")
@@ -127,11 +126,11 @@ def test_split_is_seeded_nested_disjoint_and_byte_identical(tmp_path, image_tree
     assert {r.sha256 for r in train}.isdisjoint({r.sha256 for r in test})
     # nested: a smaller training split takes exactly the first ranks of the larger one
     records, _ = validate_tree(root)
-    small, _ = split_records(records, 3, 4, seed=7)
+    small, _ = split_records(records, SplitSizes(3, 4), seed=7)
     for label in ("a", "b", "c b"):
         big_first3 = {r.path for r in train if r.label == label and r.rank < 3}
         assert {r.path for r in small if r.label == label and r.split == "train"} == big_first3
-    other, _ = prepare_split(root, tmp_path / "p3", 6, 4, seed=8)
+    other, _ = prepare_split(root, tmp_path / "p3", SplitSizes(6, 4), seed=8)
     assert [r.path for r in other] != [r.path for r in rows1]
 
 
@@ -142,8 +141,8 @@ def test_split_does_not_depend_on_file_names(tmp_path, image_tree):
         target = renamed / path.parent.name / ("z_" + path.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(path.read_bytes())
-    rows_a, _ = split_records(validate_tree(root)[0], 4, 4, seed=0)
-    rows_b, _ = split_records(validate_tree(renamed)[0], 4, 4, seed=0)
+    rows_a, _ = split_records(validate_tree(root)[0], SplitSizes(4, 4), seed=0)
+    rows_b, _ = split_records(validate_tree(renamed)[0], SplitSizes(4, 4), seed=0)
     assert [(r.sha256, r.split, r.rank) for r in rows_a] == [(r.sha256, r.split, r.rank) for r in rows_b]
 
 
@@ -188,13 +187,13 @@ def test_a_resized_jpeg_copy_of_a_training_photo_is_kept_out_of_the_test_split_a
         s
         for s in range(50)
         if {
-            splits(split_records(records, 4, 2, s, near_duplicate_distance=-1)[0]).get(p)
+            splits(split_records(records, SplitSizes(4, 2), s, near_duplicate_distance=-1)[0]).get(p)
             for p in (photo, copy)
         }
         == {"train", "test"}
     )
-    unchecked, _ = split_records(records, 4, 2, seed, near_duplicate_distance=-1)
-    rows, rejected = prepare_split(root, tmp_path / "prepared", 4, 2, seed=seed)
+    unchecked, _ = split_records(records, SplitSizes(4, 2), seed, near_duplicate_distance=-1)
+    rows, rejected = prepare_split(root, tmp_path / "prepared", SplitSizes(4, 2), seed=seed)
 
     (trained,) = [p for p in (photo, copy) if splits(rows).get(p) == "train"]
     twin = copy if trained == photo else photo
@@ -212,12 +211,14 @@ def test_too_few_images_names_the_class_and_its_count(tmp_path, image_tree):
     root = image_tree({"plenty": 10, "scarce one": 3})
     records, _ = validate_tree(root)
     with pytest.raises(UserError, match=r"class 'scarce one' has 3.*drop_small_classes"):
-        split_records(records, 5, 5, seed=0)
+        split_records(records, SplitSizes(5, 5), seed=0)
     with pytest.warns(UserWarning, match="Dropping class 'scarce one'"), pytest.raises(UserError, match="2"):
-        split_records(records, 5, 5, seed=0, drop_small_classes=True)  # one class left is not enough
+        split_records(
+            records, SplitSizes(5, 5), seed=0, drop_small_classes=True
+        )  # one class left is not enough
     root2 = image_tree({"x": 10, "y": 10, "z": 2}, root=tmp_path / "three")
     with pytest.warns(UserWarning, match="'z'"):
-        rows, _ = split_records(validate_tree(root2)[0], 5, 5, seed=0, drop_small_classes=True)
+        rows, _ = split_records(validate_tree(root2)[0], SplitSizes(5, 5), seed=0, drop_small_classes=True)
     assert {r.label for r in rows} == {"x", "y"}
 
 
@@ -234,7 +235,7 @@ def test_default_data_is_the_real_digits_and_deterministic(tmp_path):
     assert np.asarray(Image.open(files1[0])).shape == (8, 8)
     # Digit scans are small and alike: the near-duplicate check must cost the split only a handful of
     # test images (3 at the defaults: distinct scans whose hashes differ in 4 bits).
-    _, near_duplicates = split_records(validate_tree(tmp_path / "d1")[0], 30, 30, seed=0)
+    _, near_duplicates = split_records(validate_tree(tmp_path / "d1")[0], SplitSizes(30, 30), seed=0)
     assert len(near_duplicates) <= 5
 
 

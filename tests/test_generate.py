@@ -44,7 +44,9 @@ TINY_DDPM = {
     "sample_batch_size": 2,
     "checkpoint_every": 2,
 }
-SMALL_STUDY = {"mixes": ["3r0s", "3r1s"], "baseline": "3r0s"}
+# One pool of synthetic images shared by the replicates (the generator seed not redrawn), so a test
+# sees images_per_class images a class; test_a_redrawn_generator_seed_... covers the blocks.
+SMALL_STUDY = {"mixes": ["3r0s", "3r1s"], "baseline": "3r0s", "redraw": ["real_subset", "synthetic_subset"]}
 # What `generate` wrote for TINY_DDPM, images_per_class 3 and _project's data, recorded on the code
 # before synthmix.generate became a package (x86-64 CPU, the pinned torch/diffusers/Pillow; stable
 # across runs and thread counts). sha256 of each image, of manifest.csv and of each sample grid; the
@@ -64,11 +66,18 @@ RECORDED_TINY_DDPM_SET = {
 
 
 def _project(
-    root: Path, image_tree, generate: dict, classes=("ankle_boot", "b"), study: dict = SMALL_STUDY
+    root: Path,
+    image_tree,
+    generate: dict,
+    classes=("ankle_boot", "b"),
+    study: dict = SMALL_STUDY,
+    pool: int = 0,
 ) -> Path:
-    """A prepared tiny project in `root`: 4 train / 2 test real images per class, a params.yaml."""
-    image_tree(dict.fromkeys(classes, 6), root=root / "data")
-    params = {"data": {"train_per_class": 4, "test_per_class": 2}, "study": study, "generate": generate}
+    """A prepared tiny project in `root`: 4 train / 2 test real images per class (and `pool` more for
+    the generator's pool), a params.yaml."""
+    image_tree(dict.fromkeys(classes, 6 + pool), root=root / "data")
+    data = {"train_per_class": 4, "test_per_class": 2, "extra_per_class": 0, "pool_per_class": pool}
+    params = {"data": data, "study": study, "generate": generate}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with contextlib.chdir(root):
         assert run(["prepare"]) == 0
@@ -535,4 +544,52 @@ def test_every_generator_states_what_it_learnt_from():
     from synthmix.config import GENERATORS
     from synthmix.generate.manifest import GENERATOR_PROVENANCE
 
-    assert set(GENERATOR_PROVENANCE) == set(GENERATORS)
+    assert set(GENERATOR_PROVENANCE) == set(GENERATORS) | {"ddpm-pool"}
+
+
+def test_the_ddpm_learns_from_the_pool_alone_never_from_the_classifiers_images(
+    in_tmp, image_tree, monkeypatch
+):
+    from synthmix.generate import ddpm
+
+    _project(in_tmp, image_tree, {"images_per_class": 2, "ddpm": TINY_DDPM}, pool=3)
+    learnt: list[str] = []
+    fingerprint = ddpm.model_fingerprint
+
+    def spy(cfg, classes, sha256s, seed):
+        learnt.extend(sha256s)
+        return fingerprint(cfg, classes, sha256s, seed)
+
+    monkeypatch.setattr(ddpm, "model_fingerprint", spy)
+    assert run(["generate"]) == 0
+    splits = {
+        split: read_manifest(Path(f"prepared/{split}.csv")) for split in ("train", "test", "extra", "pool")
+    }
+    classifier = {r.sha256 for split in ("train", "test", "extra") for r in splits[split]}
+    classifier_paths = {r.path for split in ("train", "test", "extra") for r in splits[split]}
+    assert sorted(learnt) == sorted(r.sha256 for r in splits["pool"]) and len(learnt) == 6
+    assert classifier.isdisjoint(learnt) and classifier_paths.isdisjoint(r.path for r in splits["pool"])
+    rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
+    assert {r.learned_from for r in rows} == {"pool"}
+
+
+def test_without_room_for_a_pool_the_ddpm_learns_from_the_training_split_and_says_so(in_tmp, image_tree):
+    from synthmix.split import read_split_summary
+
+    _project(in_tmp, image_tree, {"images_per_class": 2, "ddpm": TINY_DDPM})
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["data"]["pool_per_class"] = 3
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    assert run(["prepare"]) == 0 and run(["generate"]) == 0
+    assert {r.learned_from for r in read_synthetic_manifest(Path("synthetic/manifest.csv"))} == {"train"}
+    note = read_split_summary(Path("prepared")).generator_note()
+    assert "classifier's own training split" in note and "2 of 2 classes have fewer" in note
+
+
+def test_a_redrawn_generator_seed_gives_each_replicate_its_own_block(in_tmp, image_tree):
+    study = {**SMALL_STUDY, "redraw": ["real_subset", "synthetic_subset", "generator_seed"], "seeds": [4, 9]}
+    _project(in_tmp, image_tree, {"images_per_class": 1, "ddpm": TINY_DDPM}, study=study)
+    assert run(["generate"]) == 0
+    rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
+    assert [(r.label, r.index) for r in rows] == [(c, i) for c in ("ankle_boot", "b") for i in range(2)]
+    assert len({r.seed for r in rows}) == 4  # every image its own sampling seed

@@ -17,15 +17,37 @@ def test_parse_reads_real_and_synthetic_counts(text, real, synthetic):
     assert mix.name == text.strip()
 
 
-@pytest.mark.parametrize("text", ["30x", "r15s", "30r", "30r15", "30R15S", "-1r2s", "0r0s", ""])
+@pytest.mark.parametrize(
+    "text", ["30x", "r15s", "30r", "30r15", "30R15S", "-1r2s", "0r0s", "", "0r30a", "30r30s+", "30r30a30s"]
+)
 def test_malformed_mix_is_a_user_error_that_shows_the_notation(text):
-    with pytest.raises(UserError, match=r"<N>r<M>s|no training images"):
+    with pytest.raises(UserError, match=r"<N>r<M>s|no training images|augmented copies of no real"):
         Mix.parse(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [
+        ("30r15s", (30, 15, 0, False)),
+        ("30r30a", (30, 0, 30, False)),
+        ("30r0s+aug", (30, 0, 0, True)),
+        ("15r30s+aug", (15, 30, 0, True)),
+        ("60r0s", (60, 0, 0, False)),
+    ],
+)
+def test_the_notation_round_trips(text, fields):
+    mix = Mix.parse(text)
+    assert (mix.real, mix.synthetic, mix.augmented, mix.online_augment) == fields
+    assert mix.name == text and Mix.parse(mix.name) == mix
+    assert mix.real_only == (text == "60r0s")
+
+
 def test_infeasible_mix_names_the_limit_and_the_parameter():
-    with pytest.raises(UserError, match=r"45 real .* only 30 .*data.train_per_class"):
+    with pytest.raises(UserError, match=r"45 real .* holds 30 .*data.train_per_class.* plus 0 extra"):
         Mix.parse("45r30s").check_feasible(train_per_class=30, synthetic_per_class=30)
+    Mix.parse("60r0s").check_feasible(train_per_class=30, synthetic_per_class=30, extra_per_class=30)
+    with pytest.raises(UserError, match=r"augments extra real images"):
+        Mix.parse("60r30a").check_feasible(train_per_class=30, synthetic_per_class=30, extra_per_class=30)
     with pytest.raises(UserError, match=r"generate.images_per_class"):
         Mix.parse("30r60s").check_feasible(train_per_class=30, synthetic_per_class=30)
     Mix.parse("30r30s").check_feasible(train_per_class=30, synthetic_per_class=30)
@@ -84,3 +106,48 @@ def test_only_the_named_subsets_are_redrawn():
     images = [training_images(_real(), _synthetic(), Mix(4, 3), Draw(s, ("real_subset",))) for s in range(4)]
     assert all(_names(i, "synthetic") == ["0000.png", "0001.png", "0002.png"] for i in images)
     assert len({tuple(_names(i, "real")) for i in images}) > 1
+
+
+def _extra() -> list[SplitRow]:
+    return [
+        SplitRow(Path(f"data/{c}/x{r}.png"), c, f"x{c}{r:062d}", "extra", r)
+        for c in CLASSES
+        for r in range(5)
+    ]
+
+
+def test_an_extra_real_mix_takes_the_whole_training_split_then_the_extra_images():
+    rows = _real() + _extra()
+    for draw in (Draw(), Draw(3, REDRAWABLE)):
+        images = training_images(rows, [], Mix(13, 0), draw)
+        assert _names(images, "real") == [f"{r}.png" for r in range(10)] + ["x0.png", "x1.png", "x2.png"]
+    # the study's own mixes never touch the extra images
+    assert not any(
+        t.path.name.startswith("x") for t in training_images(rows, [], Mix(10, 0), Draw(3, REDRAWABLE))
+    )
+    with pytest.raises(UserError, match=r"'a'.* 10 training and 5 extra"):
+        training_images(rows, [], Mix(16, 0))
+
+
+def test_augmented_copies_cycle_through_the_mixes_real_images_with_seeds_per_replicate():
+    images = training_images(_real(), _synthetic(), Mix(3, 0, 5), Draw(1, REDRAWABLE))
+    real = [t for t in images if t.source == "real" and t.label == "a"]
+    copies = [t for t in images if t.source == "augmented" and t.label == "a"]
+    assert len(real) == 3 and len(copies) == 5
+    assert [c.path for c in copies] == [real[j % 3].path for j in range(5)]
+    assert len({c.augment_seed for c in copies}) == 5 and all(t.augment_seed is None for t in real)
+    other = training_images(_real(), _synthetic(), Mix(3, 0, 5), Draw(2, REDRAWABLE))
+    assert {c.augment_seed for c in other if c.source == "augmented"}.isdisjoint(
+        {c.augment_seed for c in copies}
+    )
+    assert not any(t.source == "synthetic" for t in images)
+
+
+def test_a_block_draw_takes_only_its_own_block_of_synthetic_images():
+    synthetic = _synthetic()  # indices 0-7 a class: two blocks of 4
+    first = training_images(_real(), synthetic, Mix(2, 4), Draw(0, REDRAWABLE, block=0, block_size=4))
+    second = training_images(_real(), synthetic, Mix(2, 4), Draw(1, REDRAWABLE, block=1, block_size=4))
+    assert _names(first, "synthetic") == ["0000.png", "0001.png", "0002.png", "0003.png"]
+    assert _names(second, "synthetic") == ["0004.png", "0005.png", "0006.png", "0007.png"]
+    with pytest.raises(UserError, match="4 usable"):
+        training_images(_real(), synthetic, Mix(2, 5), Draw(0, REDRAWABLE, block=0, block_size=4))

@@ -54,6 +54,9 @@ def write_run(
     done: bool = True,
     parent_run_id: str = "",
     weights: str | None = None,
+    budget: str = "epochs",
+    steps: int | None = None,
+    augmentation: str = "crop, rotation",
 ) -> Path:
     """A finished run folder written by rundir.write_run, as `synthmix train` leaves it, for the given
     predictions (scored by synthmix.evaluate from logits that put the prediction first)."""
@@ -74,10 +77,14 @@ def write_run(
         hyperparameter_source=source,
         fingerprint=f"{model}{mix}{seed}{source}".ljust(16, "0"),
         classes=tuple(classes),
-        train_images=k * (m.real + m.synthetic),
+        train_images=k * m.images_per_class,
         real_images=k * m.real,
         synthetic_images=k * m.synthetic,
         image_size=32,
+        augmented_images=k * m.augmented,
+        augmentation=augmentation if m.augmented or m.online_augment else "",
+        budget=budget,
+        optimizer_steps=steps if steps is not None else 4 * -(-k * m.images_per_class // 32),
         mlflow_run_id=f"run-{model}-{mix}-{seed}",
         mlflow_parent_run_id=parent_run_id,
     )
@@ -212,8 +219,11 @@ def test_a_truly_better_mix_is_called_significant_and_an_identical_one_is_not(st
 def test_the_report_holds_the_tables_every_figure_and_provenance(study):
     result = write_report(load_params(), log_to_mlflow=False)
     out = study / "reports"
-    names = sorted(p.name for p in (out / "figures").iterdir())
-    assert names == [f"{kind}-cnn.png" for kind in ("classwise", "confusion", "curves", "metrics", "samples")]
+    names = sorted(p.name for p in (out / "figures").glob("*.png"))
+    kinds = ("classwise", "confusion", "curves", "metrics", "samples")
+    assert names == sorted(["headline.png", *(f"{kind}-cnn.png" for kind in kinds)])
+    assert result.figures[0].name == "headline.png"  # the headline figure comes first
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted([*names, "headline.csv"])
     for path in result.figures:
         with Image.open(path) as img:
             assert img.format == "PNG" and min(img.size) > 100
@@ -306,6 +316,7 @@ def test_without_a_baseline_the_report_says_so_and_shows_no_changes(in_tmp):
     assert sorted(p.name for p in result.figures) == [
         "confusion-cnn.png",
         "curves-cnn.png",
+        "headline.png",
         "metrics-cnn.png",
     ]
 
@@ -500,6 +511,6 @@ def test_a_full_size_report_has_every_figure_and_names_the_weights_in_its_title(
                 pred = predictions(100 * m + 10 * x + seed, 0.1 + 0.05 * x, classes, per_class=30)
                 write_run(in_tmp, model, mix, seed, pred, classes=classes, per_class=30)
     result = write_report(load_params(), log_to_mlflow=False)
-    assert len(result.figures) == 10
+    assert len(result.figures) == 11  # the headline figure, then five per model
     title = (in_tmp / "reports" / "report.md").read_text().splitlines()[0]
     assert "CNN from scratch" in title and "ResNet50 backbone: ImageNet" in title

@@ -34,6 +34,10 @@ def _record(**changes) -> rundir.RunRecord:
         "real_images": 9,
         "synthetic_images": 9,
         "image_size": 32,
+        "augmented_images": 0,
+        "augmentation": "",
+        "budget": "epochs",
+        "optimizer_steps": 2,
         "mlflow_run_id": "abc",
     }
     return rundir.RunRecord(**{**fields, **changes})

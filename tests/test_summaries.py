@@ -23,7 +23,22 @@ def _run(root, mix: Mix, seed: int, correct: int, source: str = "fixed") -> rund
     logits = torch.zeros(4, 2)
     logits[torch.arange(4), torch.tensor(predicted)] = 3.0
     record = rundir.RunRecord(
-        "cnn", mix, seed, "random", {"lr": 0.1}, source, f"{seed}" * 64, CLASSES, 4, 4, 0, 32
+        "cnn",
+        mix,
+        seed,
+        "random",
+        {"lr": 0.1},
+        source,
+        f"{seed}" * 64,
+        CLASSES,
+        4,
+        4,
+        0,
+        32,
+        0,
+        "",
+        "epochs",
+        2,
     )
     run_dir = root / mix.name / f"{source}{seed}"
     history = [(1, 1.0, 0.5, 2.0, correct / 8), (2, 0.5, 0.75, 1.0, correct / 4)]

@@ -25,15 +25,15 @@ def _tiny_project(root, image_tree, use_tuned=False):
     """A 3-class real set split 4/3, a 3-image-per-class synthetic set with its manifest, params.yaml."""
     import yaml
 
-    from synthmix.data import prepare_split
     from synthmix.files import sha256_file
     from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
+    from synthmix.split import SplitSizes, prepare_split
 
     image_tree({"ant": 7, "bee": 7, "cow": 7}, root=root / "data")
-    prepare_split(Path("data"), Path("prepared"), 4, 3, seed=0)
+    prepare_split(Path("data"), Path("prepared"), SplitSizes(4, 3), seed=0)
     synthetic = []
     for label in ("ant", "bee", "cow"):
-        for index in range(3):
+        for index in range(6):  # a block of 3 a class for each of the two seeds (generator_seed redrawn)
             path = write_image(Path("synthetic") / label / f"{index:04d}.png", seed=100 + index)
             synthetic.append(
                 SyntheticRow(path, label, index, index, "test", "none", "", "", 0, 0.0, 0, sha256_file(path))
@@ -156,7 +156,8 @@ def test_an_interrupted_run_is_redone(tiny_project, capsys):
     [
         (["--model", "vgg"], "Unknown model 'vgg'"),
         (["--mix", "3r9s"], "9 synthetic images per class"),
-        (["--mix", "9r0s"], "9 real training images per class"),
+        (["--mix", "9r0s"], "Mix 9r0s cannot run: it needs 5 real images a class beyond the 4 training"),
+        (["--mix", "40r0s"], "40 real training images per class"),
         (["--mix", "3x"], "malformed"),
     ],
 )
@@ -184,3 +185,29 @@ def test_use_tuned_without_tuned_entry_says_which_tune_to_run(tiny_project, caps
     assert run(["train", "--model", "cnn", "--seed", "0"]) == 2
     assert "synthmix tune --model cnn --mix 3r3s" in capsys.readouterr().err.replace("\n", " ")
     assert not Path("runs").exists()
+
+
+def test_controls_train_like_any_mix_and_a_mix_the_data_cannot_serve_is_skipped(tiny_project):
+    import yaml
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["mix"] = "all"
+    params["study"]["mixes"] = ["3r0s", "3r3a", "3r0s+aug", "3r3s", "5r0s"]
+    params["train"]["budget"] = "steps"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.warns(UserWarning, match=r"Mix 5r0s is skipped: it needs 1 real images a class beyond"):
+        assert run(["train", "--model", "cnn"]) == 0
+    records = {
+        m: rundir.read_run(Path(f"runs/cnn/{m}/seed0")).record for m in ("3r0s", "3r3a", "3r0s+aug", "3r3s")
+    }
+    assert not Path("runs/cnn/5r0s").exists()
+    copies = records["3r3a"]
+    assert (copies.real_images, copies.augmented_images, copies.train_images) == (9, 9, 18)
+    assert "RandAugment" in copies.augmentation and "RandAugment" in records["3r0s+aug"].augmentation
+    assert records["3r0s"].augmentation == "" and records["3r3s"].augmentation == ""
+    # compute-matched: every mix takes the baseline's 2 epochs x ceil(9 / 4) batches
+    assert {r.optimizer_steps for r in records.values()} == {6} and {r.budget for r in records.values()} == {
+        "steps"
+    }
+    # each replicate draws its own copies: the two seeds' 3r3a runs trained on different images
+    assert rundir.read_run(Path("runs/cnn/3r3a/seed1")).record.fingerprint != copies.fingerprint

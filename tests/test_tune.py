@@ -23,11 +23,12 @@ from optuna.trial import TrialState
 from conftest import write_image
 from synthmix import cli, tracking
 from synthmix.config import load_params
-from synthmix.data import prepare_split, read_manifest
+from synthmix.data import read_manifest
 from synthmix.errors import UserError
 from synthmix.files import sha256_file
 from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
 from synthmix.mixes import Mix
+from synthmix.split import SplitSizes, prepare_split
 from synthmix.tune import storage as tune_storage
 from synthmix.tune.data import study_name, tuning_sets
 from synthmix.tune.space import TrialSeededTPESampler, suggest_hyperparameters
@@ -81,7 +82,7 @@ def project(in_tmp: Path, monkeypatch: pytest.MonkeyPatch, mlflow_db: str) -> Pa
         for i in range(10):
             seed += 1
             write_image(Path("data") / label / f"{i:03d}.png", seed)
-    prepare_split(Path("data"), Path("prepared"), 8, 2, seed=0)
+    prepare_split(Path("data"), Path("prepared"), SplitSizes(8, 2), seed=0)
     rows = []
     for label in CLASSES:
         for i in range(4):

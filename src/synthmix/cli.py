@@ -98,24 +98,26 @@ def data_import(
 @app.command()
 def prepare(params_file: Path = PARAMS_OPTION) -> None:
     """Validate the real set and write the seeded train/test split manifests."""
-    from synthmix.data import prepare_split
+    from synthmix.split import SplitSizes, prepare_split, read_split_summary
 
     params = _params(params_file)
     cfg = params.data
+    sizes = SplitSizes(cfg.train_per_class, cfg.test_per_class, cfg.extra_per_class, cfg.pool_per_class)
     rows, rejected = prepare_split(
-        cfg.dir,
-        cfg.prepared_dir,
-        cfg.train_per_class,
-        cfg.test_per_class,
-        cfg.seed,
-        cfg.drop_small_classes,
-        near_duplicate_distance=cfg.near_duplicate_distance,
+        cfg.dir, cfg.prepared_dir, sizes, cfg.seed, cfg.drop_small_classes, cfg.near_duplicate_distance
     )
     classes = len({r.label for r in rows})
     console.print(
         f"Split {classes} classes into {cfg.train_per_class} train / {cfg.test_per_class} test images each "
-        f"-> {cfg.prepared_dir}/train.csv, test.csv."
+        f"(+ up to {cfg.extra_per_class} extra real, {cfg.pool_per_class} for the generator's pool) "
+        f"-> {cfg.prepared_dir}/train.csv, test.csv, extra.csv, pool.csv, split.json."
     )
+    summary = read_split_summary(cfg.prepared_dir)
+    for mix in params.study.mixes:
+        reason = summary.extra_shortfall(mix.real - cfg.train_per_class)
+        if reason:
+            console.print(f"[yellow]Mix {mix} will be skipped: {reason}")
+    console.print(summary.generator_note())
     if rejected:
         console.print(f"[yellow]Left out {len(rejected)} files; see {cfg.prepared_dir}/rejected.csv.")
 

@@ -79,6 +79,7 @@ Float = Annotated[float, BeforeValidator(_yaml_float)]
 PositiveFloat = Annotated[Float, Field(gt=0)]
 NonNegativeFloat = Annotated[Float, Field(ge=0)]
 Fraction = Annotated[Float, Field(ge=0, lt=1)]
+AreaFraction = Annotated[Float, Field(gt=0, le=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
 FilePath = Annotated[Path, BeforeValidator(lambda v: Path(v) if isinstance(v, str) and v.strip() else v)]
@@ -112,6 +113,8 @@ class DataConfig(Section):
     drop_small_classes: bool = False  # True: drop a class with too few images (warned), else fail
     # perceptual-hash bits (of 64) within which two images are copies: kept out of test, never trained on
     near_duplicate_distance: Annotated[int, Field(ge=0, le=64)] = NEAR_DUPLICATE_DISTANCE
+    extra_per_class: Count = 30  # real images a class past train_per_class, for e.g. 60r0s (split.py)
+    pool_per_class: Count = 60  # real images a class only the generator learns from (split.py)
 
 
 class DDPMConfig(Section):
@@ -206,6 +209,18 @@ class ResNetConfig(ModelSection):
     head_dropout: Fraction = 0.0  # dropout before the new classification head (the study used none)
 
 
+class AugmentConfig(Section):
+    """The augmentation policy (torchvision.transforms.v2), for <N>r<K>a copies and +aug mixes."""
+
+    flip: bool = False  # random horizontal flip (off for digits: a mirrored 2 is no 2)
+    # random-resized-crop area range, as fractions of the image
+    crop_scale: Annotated[tuple[AreaFraction, AreaFraction], AsList, LowHigh] = (0.8, 1.0)
+    rotation: Annotated[Float, Field(ge=0, le=180)] = 10.0  # degrees, either way
+    color_jitter: Annotated[Float, Field(ge=0, le=1)] = 0.2  # brightness, contrast and saturation
+    randaugment_ops: Count = 2  # RandAugment operations per image (0: none)
+    randaugment_magnitude: Annotated[int, Field(ge=0, le=30)] = 9
+
+
 class TrainConfig(Section):
     image_size: Annotated[int, Field(ge=32, description="the CNN halves it five times")] = 32
     batch_size: PositiveInt = 32
@@ -213,6 +228,10 @@ class TrainConfig(Section):
     workers: Count = 0  # runs trained side by side, one process and one thread each; 0 = one per CPU core
     runs_dir: FilePath = Path("runs")  # per-(model, mix, seed) results, kept between runs
     cache_dir: FilePath = Path(".cache/synthmix")  # decoded-image and feature caches
+    # epochs: every mix trains its model's epochs; steps: every mix trains as many optimiser steps as
+    # the baseline mix takes in its epochs (compute-matched: a larger mix then sees fewer epochs)
+    budget: Literal["epochs", "steps"] = "epochs"
+    augment: AugmentConfig = AugmentConfig()
     # one ModelSection per model synthmix trains; the field name is the model's name (MODEL_NAMES)
     cnn: CNNConfig = CNNConfig()
     resnet50: ResNetConfig = ResNetConfig()
@@ -236,14 +255,16 @@ ModelName = Annotated[
 
 class StudyConfig(Section):
     mixes: Annotated[tuple[MixValue, ...], AsList, Field(min_length=1)] = tuple(
-        Mix.parse(m) for m in ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s")
+        Mix.parse(m) for m in ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s", "30r30a", "60r0s")
     )
     models: Annotated[tuple[ModelName, ...], AsList, Field(min_length=1)] = MODEL_NAMES
     seeds: Annotated[tuple[int, ...], AsList, Field(min_length=1)] = (0, 1, 2)
     baseline: MixValue = Mix(30, 0)
     # What each seed's replicate draws afresh, besides the model's initialisation and batch order: the
-    # real subset of every partial mix (e.g. which 15 of 30 real images 15r30s holds) and the synthetic
-    # subset (which M of the generated pool). [] keeps both fixed for every seed.
+    # real subset of every partial mix (e.g. which 15 of 30 real images 15r30s holds), the synthetic
+    # subset (which M of the generated pool), and the generator's sampling seed (each replicate gets
+    # its own generate.images_per_class images a class, so generation makes that many per seed).
+    # [] keeps all fixed for every seed.
     redraw: Annotated[tuple[Literal[REDRAWABLE], ...], AsList] = REDRAWABLE
 
 
@@ -294,9 +315,23 @@ class Params(Section):
 
     def replicate_draw(self, seed: int) -> Draw:
         """What the replicate with `seed` draws (study.redraw). Image-to-image sources are the first real
-        ranks of each class, which every mix must hold, so that mode keeps the real subset fixed."""
+        ranks of each class, which every mix must hold, so that mode keeps the real subset fixed. With
+        the generator seed redrawn, the replicate of the b-th smallest study seed takes synthetic block b
+        (a seed outside study.seeds, e.g. tune.seed, takes block 0)."""
         keep_real = self.generate.image_to_image
-        return Draw(seed, tuple(r for r in self.study.redraw if not (keep_real and r == "real_subset")))
+        redraw = tuple(r for r in self.study.redraw if not (keep_real and r == "real_subset"))
+        seeds = sorted(set(self.study.seeds))
+        if "generator_seed" not in redraw:
+            return Draw(seed, redraw)
+        block = seeds.index(seed) if seed in seeds else 0
+        return Draw(seed, redraw, block, self.generate.images_per_class)
+
+    @property
+    def synthetic_per_class(self) -> int:
+        """Images generate makes per class: images_per_class, once per study seed when the generator's
+        sampling seed is redrawn."""
+        blocks = len(set(self.study.seeds)) if "generator_seed" in self.study.redraw else 1
+        return self.generate.images_per_class * blocks
 
     @property
     def selected_mixes(self) -> tuple[Mix, ...]:
@@ -307,7 +342,9 @@ class Params(Section):
         selected = [] if self.mix == "all" else [("mix", Mix.parse(self.mix))]
         for key, mix in [*selected, *((f"study.mixes[{i}]", m) for i, m in enumerate(self.study.mixes))]:
             try:
-                mix.check_feasible(self.data.train_per_class, self.generate.images_per_class)
+                mix.check_feasible(
+                    self.data.train_per_class, self.generate.images_per_class, self.data.extra_per_class
+                )
             except UserError as exc:
                 raise ValueError(f"{key} is '{mix}': {exc}") from None
         return self

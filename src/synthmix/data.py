@@ -1,19 +1,16 @@
-"""The real image set: embedded default data, import, validation and the train/test split.
+"""The real image set: decoding, validation, the split manifests' format (the split itself: `split`).
 
 Every image is decoded here, at the edge, by `load_rgb`: the one place that turns any file a user
 brings (greyscale, palette, RGBA, CMYK, 16-bit, EXIF-rotated) into correct 8-bit RGB, or says why it
 cannot. Files that fail are listed with a reason and left out; nothing is deleted.
 
 Byte-identical copies are caught by sha256 (`deduplicate`); resized or re-encoded ones by a perceptual
-hash (`perceptual_hash`, `nearest`), used by `split_records` and by generate (synthetic vs test).
+hash (`perceptual_hash`, `nearest`), used by `split.split_records` and by generate (synthetic vs test).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import random
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -54,7 +51,7 @@ class SplitRow:
     path: Path
     label: str
     sha256: str
-    split: str  # "train" or "test"
+    split: str  # "train", "test", "extra" (the extra-real control) or "pool" (the generator's alone)
     rank: int  # position within its class and split; training subsets take ranks 0..N-1
 
 
@@ -227,88 +224,7 @@ def write_rejections(rejections: Iterable[Rejection], path: Path) -> None:
         writer.writerows((r.path.as_posix(), r.reason) for r in rows)
 
 
-# --- the split -----------------------------------------------------------------------------------
-
-
-def split_records(
-    records: Sequence[ImageRecord],
-    train_per_class: int,
-    test_per_class: int,
-    seed: int,
-    drop_small_classes: bool = False,
-    near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE,
-) -> tuple[list[SplitRow], list[Rejection]]:
-    """A seeded per-class split, and the test candidates left out as near-duplicates of training images.
-
-    Each class's images are shuffled: the first `train_per_class` train; the next ones test, skipping
-    (leaving out) any within `near_duplicate_distance` perceptual-hash bits of a training image of any
-    class. The order depends only on the seed, the class name and the content hashes (not on file
-    names or listing order), and training ranks are nested: the first 15 of a class are among its first 30.
-    """
-    orders: dict[str, list[ImageRecord]] = defaultdict(list)
-    for record in sorted(records, key=lambda r: r.sha256):
-        orders[record.label].append(record)
-    for label in orders:
-        random.Random(_class_seed(seed, label)).shuffle(orders[label])
-    training = [record for order in orders.values() for record in order[:train_per_class]]
-    tests, copies = {}, {}
-    for label, order in orders.items():
-        tests[label], copies[label] = _test_split(
-            order[train_per_class:], training, test_per_class, near_duplicate_distance
-        )
-    needed = train_per_class + test_per_class
-    small = {c: len(o) - len(copies[c]) for c, o in orders.items() if len(tests[c]) < test_per_class}
-    if small and not drop_small_classes:
-        listing = "; ".join(f"class '{label}' has {count}" for label, count in sorted(small.items()))
-        raise UserError(
-            f"Too few usable images for a {train_per_class}/{test_per_class} split ({needed} per class "
-            f"needed; near-duplicates of training images do not count): {listing}. Add images to those "
-            "classes, lower data.train_per_class / data.test_per_class in params.yaml, or set "
-            "data.drop_small_classes: true to leave them out."
-        )
-    for label in sorted(small):
-        warnings.warn(
-            f"Dropping class '{label}': {small[label]} usable images, {needed} needed "
-            "(data.drop_small_classes is true).",
-            stacklevel=2,
-        )
-    kept_classes = sorted(set(orders) - set(small))
-    if len(kept_classes) < 2:
-        raise UserError(
-            f"Only {len(kept_classes)} class(es) have enough images for the split; a classifier needs at "
-            "least 2. Add images or lower data.train_per_class / data.test_per_class."
-        )
-    rows: list[SplitRow] = []
-    for label in kept_classes:
-        for rank, record in enumerate(orders[label][:train_per_class]):
-            rows.append(SplitRow(record.path, label, record.sha256, "train", rank))
-        for rank, record in enumerate(tests[label]):
-            rows.append(SplitRow(record.path, label, record.sha256, "test", rank))
-    return rows, [rejection for label in kept_classes for rejection in copies[label]]
-
-
-def _test_split(
-    candidates: Sequence[ImageRecord], training: Sequence[ImageRecord], count: int, max_distance: int
-) -> tuple[list[ImageRecord], list[Rejection]]:
-    """The first `count` candidates that are no near-duplicate of a training image, and those left out."""
-    chosen: list[ImageRecord] = []
-    left_out: list[Rejection] = []
-    found, distance = nearest([r.phash for r in candidates], [r.phash for r in training])
-    for record, index, bits in zip(candidates, found, distance, strict=True):
-        if len(chosen) == count:
-            break
-        if bits > max_distance:
-            chosen.append(record)
-            continue
-        twin = training[index].path.as_posix()
-        why = f"near-duplicate of {twin} (training split, perceptual-hash distance {bits})"
-        left_out.append(Rejection(record.path, why))
-    return chosen, left_out
-
-
-def _class_seed(seed: int, label: str) -> int:
-    # Per-class seeds: adding or dropping one class leaves every other class's split unchanged.
-    return int.from_bytes(hashlib.sha256(f"{seed}:{label}".encode()).digest()[:8], "big")
+# --- split manifests ------------------------------------------------------------------------
 
 
 def write_manifest(rows: Sequence[SplitRow], path: Path) -> None:
@@ -334,32 +250,6 @@ def read_manifest(path: Path) -> list[SplitRow]:
         return [
             SplitRow(Path(r["path"]), r["class"], r["sha256"], r["split"], int(r["rank"])) for r in reader
         ]
-
-
-def prepare_split(
-    data_dir: Path,
-    out_dir: Path,
-    train_per_class: int,
-    test_per_class: int,
-    seed: int,
-    drop_small_classes: bool = False,
-    near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE,
-) -> tuple[list[SplitRow], list[Rejection]]:
-    """Validate the real set and write train.csv, test.csv and rejected.csv (every file left out)."""
-    if not data_dir.exists():
-        raise UserError(
-            f"The real image folder {data_dir} does not exist. Run `synthmix data default` for the "
-            f"embedded digits, `synthmix data import PATH` for your own images, or `dvc pull`."
-        )
-    records, rejected = validate_tree(data_dir)
-    rows, copies = split_records(
-        records, train_per_class, test_per_class, seed, drop_small_classes, near_duplicate_distance
-    )
-    rejected += copies
-    write_manifest([r for r in rows if r.split == "train"], out_dir / "train.csv")
-    write_manifest([r for r in rows if r.split == "test"], out_dir / "test.csv")
-    write_rejections(rejected, out_dir / "rejected.csv")
-    return rows, rejected
 
 
 # --- the embedded default data and importing a user's own ----------------------------------------

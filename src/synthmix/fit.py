@@ -2,20 +2,23 @@
 
 fit is seeded and deterministic on CPU, and the split it reports on (`evaluate_on`) never influences
 training: no early stopping, no model selection, the last epoch's model is the result. A model with a
-frozen backbone trains only its head, on the backbone's cached features (features.py).
+frozen backbone trains only its head, on the backbone's cached features (features.py), or, when every
+batch is augmented afresh (augment.py), on the features of each augmented batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from synthmix.config import TrainConfig
+from synthmix.augment import augment_batch
+from synthmix.config import AugmentConfig, TrainConfig
 from synthmix.features import backbone_features, feature_cache_key
+from synthmix.files import sha256_json
 from synthmix.hparams import Hyperparameters
 from synthmix.images import LabelledImages
 from synthmix.models import FrozenBackboneClassifier, model_entry
@@ -42,6 +45,7 @@ class FitResult:
     history: list[EpochStats]
     weights_used: str  # what the model started from: "imagenet", "random", "none" or a file path
     eval_logits: torch.Tensor  # final logits on evaluate_on, (N, C) float32
+    steps: int  # optimiser steps taken
 
 
 def fit(
@@ -54,35 +58,71 @@ def fit(
     num_classes: int,
     train_cfg: TrainConfig,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    augment: AugmentConfig | None = None,
+    max_steps: int | None = None,
 ) -> FitResult:
     """Train `model_name` on `train` for hp.epochs epochs; report each epoch on `evaluate_on`.
 
     `on_epoch` runs after each epoch and may raise (optuna.TrialPruned); the exception propagates.
+    `augment`: every training batch is augmented afresh by that policy, from a generator of its own
+    seeded from `seed` (the batch order stays that of the same run without augmentation).
+    `max_steps`: exactly that many optimiser steps instead of hp.epochs epochs; the last epoch may
+    stop part-way, and its history row averages the batches it ran.
     """
     entry = model_entry(model_name)
     if len(train) == 0:
         raise ValueError("fit needs at least one training image")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, not {max_steps}")
     section = train_cfg.model_section(model_name)
     weights = entry.weights(section)
     image_size = int(train.images.shape[-1])
     model = entry.build(num_classes, image_size, hp.dropout, section, weights, seed)  # seeds torch's RNG
-    if isinstance(model, FrozenBackboneClassifier):
-        # Only the head trains: run it on cached backbone features, the same numbers the backbone gives.
-        key = feature_cache_key(model_name, weights, seed, image_size)
-        train_x = backbone_features(model, train, train_cfg.cache_dir, key)
+    frozen = isinstance(model, FrozenBackboneClassifier)
+    key = feature_cache_key(model_name, weights, seed, image_size) if frozen else ""
+    # A frozen backbone's head trains on its features: cached ones (the same numbers the backbone gives)
+    # or, when every batch is augmented afresh, those of each augmented batch. Evaluation's are cached.
+    inputs: Callable[[torch.Tensor], torch.Tensor]
+    if augment is not None:
+        inputs = _augmented_inputs(train.images, augment, seed, model.features if frozen else None)
+    elif frozen:
+        inputs = backbone_features(model, train, train_cfg.cache_dir, key).__getitem__
+    else:
+        inputs = _as_float(train.images).__getitem__
+    if frozen:
         eval_x = backbone_features(model, evaluate_on, train_cfg.cache_dir, key)
         trained: nn.Module = model.head
     else:
-        train_x, eval_x, trained = _as_float(train.images), _as_float(evaluate_on.images), model
-    history, logits = _train_loop(
-        trained, train_x, train.labels, eval_x, evaluate_on.labels, hp, seed, on_epoch
+        eval_x, trained = _as_float(evaluate_on.images), model
+    history, logits, steps = _train_loop(
+        trained, inputs, train.labels, eval_x, evaluate_on.labels, hp, seed, on_epoch, max_steps
     )
     model.eval()
-    return FitResult(model, history, weights.used, logits)
+    return FitResult(model, history, weights.used, logits, steps)
 
 
 def _as_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32)
+
+
+def _augmented_inputs(
+    images: torch.Tensor,
+    cfg: AugmentConfig,
+    seed: int,
+    embed: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Batch indices -> the model's inputs for those images, augmented afresh on every call; through
+    the frozen backbone (`embed`, eval mode, no gradients) when only a head trains."""
+    generator = torch.Generator().manual_seed(int(sha256_json(["augment", seed])[:15], 16))
+
+    def inputs(batch: torch.Tensor) -> torch.Tensor:
+        x = _as_float(augment_batch(images[batch], generator, cfg))
+        if embed is None:
+            return x
+        with torch.no_grad():
+            return embed(x)
+
+    return inputs
 
 
 @contextmanager
@@ -100,44 +140,67 @@ def single_thread() -> Iterator[None]:
 
 def _train_loop(
     module: nn.Module,
-    train_x: torch.Tensor,
+    inputs: Callable[[torch.Tensor], torch.Tensor],
     train_y: torch.Tensor,
     eval_x: torch.Tensor,
     eval_y: torch.Tensor,
     hp: Hyperparameters,
     seed: int,
     on_epoch: Callable[[EpochStats], None] | None,
-) -> tuple[list[EpochStats], torch.Tensor]:
-    """Adam + cross-entropy, shuffled minibatches from a seeded generator; eval after every epoch."""
+    max_steps: int | None,
+) -> tuple[list[EpochStats], torch.Tensor, int]:
+    """Adam + cross-entropy, shuffled minibatches from a seeded generator; eval after every epoch.
+
+    `inputs` maps a batch's indices to the module's inputs. Runs hp.epochs epochs, or, given
+    `max_steps`, epochs until that many steps are done. Returns history, final eval logits and steps.
+    """
     with single_thread():
         trainable = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=hp.lr, weight_decay=hp.weight_decay)
-        loss_fn = nn.CrossEntropyLoss()
         shuffle = torch.Generator().manual_seed(seed)
         history: list[EpochStats] = []
         logits = torch.empty(0)
-        n = len(train_y)
-        for epoch in range(1, hp.epochs + 1):
-            module.train()
-            loss_sum, correct = 0.0, 0
-            for batch in torch.randperm(n, generator=shuffle).split(hp.batch_size):
-                x, y = train_x[batch], train_y[batch]
-                out = module(x)
-                loss = loss_fn(out, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                # Running train metrics over the epoch, dropout on: what the study's curves show.
-                loss_sum += float(loss.detach()) * len(batch)
-                correct += int((out.detach().argmax(1) == y).sum())
+        n, steps, epoch = len(train_y), 0, 0
+        while (epoch < hp.epochs) if max_steps is None else (steps < max_steps):
+            epoch += 1
+            batches = torch.randperm(n, generator=shuffle).split(hp.batch_size)
+            if max_steps is not None:
+                batches = batches[: max_steps - steps]
+            loss_sum, correct, seen = _train_epoch(module, optimizer, inputs, train_y, batches)
+            steps += len(batches)
             logits = predict_logits(module, eval_x)
             eval_loss = float(nn.functional.cross_entropy(logits, eval_y)) if len(eval_y) else float("nan")
             eval_acc = float((logits.argmax(1) == eval_y).float().mean()) if len(eval_y) else float("nan")
-            stats = EpochStats(epoch, loss_sum / n, correct / n, eval_loss, eval_acc)
+            stats = EpochStats(epoch, loss_sum / seen, correct / seen, eval_loss, eval_acc)
             history.append(stats)
             if on_epoch is not None:
                 on_epoch(stats)
-        return history, logits
+        return history, logits, steps
+
+
+def _train_epoch(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: Callable[[torch.Tensor], torch.Tensor],
+    train_y: torch.Tensor,
+    batches: Sequence[torch.Tensor],
+) -> tuple[float, int, int]:
+    """One optimiser step per batch; the summed loss, correct predictions and images seen."""
+    module.train()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for batch in batches:
+        x, y = inputs(batch), train_y[batch]
+        out = module(x)
+        loss = loss_fn(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Running train metrics over the epoch, dropout on: what the study's curves show.
+        loss_sum += float(loss.detach()) * len(batch)
+        correct += int((out.detach().argmax(1) == y).sum())
+        seen += len(batch)
+    return loss_sum, correct, seen
 
 
 def predict_logits(module: nn.Module, inputs: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Real/synthetic mixes: the `<N>r<M>s` notation, parsed in exactly one place."""
+"""Mixes: the `<N>r<M>s` / `<N>r<K>a` notation (and its `+aug` suffix), parsed in exactly one place."""
 
 from __future__ import annotations
 
@@ -17,49 +17,94 @@ if TYPE_CHECKING:
     from synthmix.generate.manifest import SyntheticRow
 
 T = TypeVar("T")
-_MIX_PATTERN = re.compile(r"^(\d+)r(\d+)s$")
+_MIX_PATTERN = re.compile(r"^(\d+)r(\d+)([sa])(\+aug)?$")
+ONLINE_SUFFIX = "+aug"
+_NOTATION = (
+    "Write a mix as <N>r<M>s (N real and M synthetic training images per class, e.g. 30r15s), "
+    "<N>r<K>a (N real images and K augmented copies of them per class, the augmentation control, e.g. "
+    "30r30a), optionally followed by +aug to augment every training image on the fly (e.g. 30r30s+aug)."
+)
 
 
 @dataclass(frozen=True, order=True)
 class Mix:
-    """`real` real and `synthetic` generated training images per class, e.g. 30r15s."""
+    """Per class: `real` real images, `synthetic` generated ones, `augmented` augmented copies of the
+    real ones (train.augment's policy, drawn once per replicate), and whether every training image is
+    augmented afresh each epoch (`online_augment`). E.g. 30r15s, 30r30a, 30r0s+aug."""
 
     real: int
     synthetic: int
+    augmented: int = 0
+    online_augment: bool = False
+
+    def __post_init__(self) -> None:
+        if self.synthetic and self.augmented:
+            raise ValueError("a mix holds synthetic images or augmented copies, not both")
 
     @classmethod
     def parse(cls, text: str) -> Mix:
         match = _MIX_PATTERN.match(str(text).strip())
         if not match:
-            raise UserError(
-                f"Mix '{text}' is malformed. Write a mix as <N>r<M>s, N real and M synthetic training "
-                "images per class, e.g. 30r15s or 0r30s."
-            )
-        mix = cls(int(match.group(1)), int(match.group(2)))
-        if mix.real + mix.synthetic == 0:
+            raise UserError(f"Mix '{text}' is malformed. {_NOTATION}")
+        count, extra, kind, online = (
+            int(match.group(1)),
+            int(match.group(2)),
+            match.group(3),
+            bool(match.group(4)),
+        )
+        mix = cls(count, extra, 0, online) if kind == "s" else cls(count, 0, extra, online)
+        if mix.real + mix.synthetic + mix.augmented == 0:
             raise UserError(f"Mix '{text}' has no training images; use at least one real or synthetic image.")
+        if mix.augmented and not mix.real:
+            raise UserError(
+                f"Mix '{text}' asks for augmented copies of no real images. An <N>r<K>a mix needs N >= 1, "
+                "e.g. 30r30a."
+            )
         return mix
 
     @property
     def name(self) -> str:
-        return f"{self.real}r{self.synthetic}s"
+        base = f"{self.real}r{self.augmented}a" if self.augmented else f"{self.real}r{self.synthetic}s"
+        return base + (ONLINE_SUFFIX if self.online_augment else "")
 
     def __str__(self) -> str:
         return self.name
 
-    def check_feasible(self, train_per_class: int, synthetic_per_class: int) -> None:
-        """Fail before any work when the mix asks for more images than a class has."""
-        if self.real > train_per_class:
+    @property
+    def real_only(self) -> bool:
+        """Real images and nothing else: no synthetic image, no augmented copy, no online augmentation."""
+        return not (self.synthetic or self.augmented or self.online_augment)
+
+    @property
+    def images_per_class(self) -> int:
+        return self.real + self.synthetic + self.augmented
+
+    def check_feasible(
+        self, train_per_class: int, synthetic_per_class: int, extra_per_class: int = 0
+    ) -> None:
+        """Fail before any work when the mix asks for more images than the settings can ever give.
+
+        Real counts above train_per_class take the extra real images (data.extra_per_class) held for
+        the extra-real control; whether the data set has them is known only after `prepare`
+        (data.SplitSummary.shortfall), and a mix it cannot serve is skipped, not failed.
+        """
+        if self.real > train_per_class + extra_per_class:
             raise UserError(
-                f"Mix {self.name} asks for {self.real} real training images per class, but the split has "
-                f"only {train_per_class} (data.train_per_class in params.yaml). Lower the mix's real "
-                f"count to at most {train_per_class} or raise data.train_per_class."
+                f"Mix {self.name} asks for {self.real} real training images per class, but the split holds "
+                f"{train_per_class} (data.train_per_class) plus {extra_per_class} extra ones for the "
+                f"extra-real control (data.extra_per_class) in params.yaml. Lower the mix's real count to "
+                f"at most {train_per_class + extra_per_class} or raise data.extra_per_class."
             )
         if self.synthetic > synthetic_per_class:
             raise UserError(
                 f"Mix {self.name} asks for {self.synthetic} synthetic images per class, but generation makes "
                 f"only {synthetic_per_class} (generate.images_per_class in params.yaml). Lower the mix's "
                 f"synthetic count or raise generate.images_per_class."
+            )
+        if self.augmented and self.real > train_per_class:
+            raise UserError(
+                f"Mix {self.name} augments extra real images; an augmentation control copies the study's "
+                f"own real images, so use at most {train_per_class} real (data.train_per_class)."
             )
 
 
@@ -68,15 +113,23 @@ class Mix:
 
 @dataclass(frozen=True)
 class TrainingImage:
-    """One image of a mix's training set; `source` is 'real' or 'synthetic'."""
+    """One image of a mix's training set; `source` is 'real', 'synthetic' or 'augmented' (a copy of the
+    real image at `path`, transformed by train.augment's policy drawn from `augment_seed`)."""
 
     path: Path
     label: str
     sha256: str
     source: str
+    augment_seed: int | None = None
 
 
-REDRAWABLE = ("real_subset", "synthetic_subset")  # what a replicate may draw afresh (study.redraw)
+# What a replicate may draw afresh (study.redraw): which real images a partial mix holds, which
+# synthetic images of the pool it takes, and the generator's sampling seed (its own block of the pool).
+REDRAWABLE = ("real_subset", "synthetic_subset", "generator_seed")
+
+
+def _seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -86,48 +139,66 @@ class Draw:
     A subset not redrawn is the fixed one (real training ranks < N, synthetic indices < M). A redrawn
     subset is the first N (or M) of the class's images in an order shuffled by (seed, class): every mix
     of one replicate shares that order, so mixes stay nested and pairs stay paired, while replicates
-    differ in which real and synthetic images a partial mix holds.
+    differ in which real and synthetic images a partial mix holds. With `block_size` > 0 the replicate
+    takes only synthetic indices in [block * block_size, (block + 1) * block_size): images sampled
+    with seeds no other replicate uses (the generator's sampling seed redrawn).
     """
 
     seed: int = 0
     redraw: tuple[str, ...] = ()
+    block: int = 0
+    block_size: int = 0  # 0: the whole synthetic set is one pool shared by every replicate
 
     def order(self, items: Sequence[T], label: str, part: str) -> list[T]:
         if part not in self.redraw:
             return list(items)
-        key = hashlib.sha256(f"{self.seed}:{label}:{part}".encode()).digest()[:8]
         shuffled = list(items)
-        random.Random(int.from_bytes(key, "big")).shuffle(shuffled)
+        random.Random(_seed(self.seed, label, part)).shuffle(shuffled)
         return shuffled
+
+    def in_block(self, index: int) -> bool:
+        return (
+            not self.block_size or self.block * self.block_size <= index < (self.block + 1) * self.block_size
+        )
+
+    def augment_seed(self, label: str, copy: int) -> int:
+        """The seed of augmented copy `copy` of class `label` in this replicate."""
+        return _seed("augment", self.seed, label, copy)
 
 
 def training_images(
     real_rows: Sequence[SplitRow], synthetic_rows: Sequence[SyntheticRow], mix: Mix, draw: Draw = Draw()
 ) -> list[TrainingImage]:
-    """The training set of `mix`: per class, N real training images and M usable synthetic ones.
+    """The training set of `mix`: per class, N real images, M usable synthetic ones, K augmented copies.
 
-    Without redrawing (the default Draw) these are real ranks < N and the M lowest usable synthetic
-    indices (SyntheticRow.usable: not blocked, not a near-copy of a test image). Nested by
-    construction within one draw: a larger mix only adds images. Raises a UserError naming the class
-    when a class has fewer images than the mix asks for (e.g. a synthetic set generated with fewer).
+    Real images are the class's training split (rows with split 'train', in the draw's order) and,
+    past it, its extra real images (split 'extra', by rank) for the extra-real control. Without
+    redrawing (the default Draw) these are real ranks < N and the M lowest usable synthetic indices
+    of the draw's block (SyntheticRow.usable: not blocked, not a near-copy of a test image). Copy j of
+    K comes from the mix's real image j mod N. Nested within one draw: a larger mix only adds images.
+    Raises a UserError naming the class when a class has fewer images than the mix asks for.
     """
     classes = sorted({r.label for r in real_rows if r.split == "train"})
-    real_by_class: dict[str, list[SplitRow]] = {c: [] for c in classes}
+    core: dict[str, list[SplitRow]] = {c: [] for c in classes}
+    extra: dict[str, list[SplitRow]] = {c: [] for c in classes}
     for r in real_rows:
-        if r.split == "train":
-            real_by_class[r.label].append(r)
+        if r.label in core and r.split in ("train", "extra"):
+            (core if r.split == "train" else extra)[r.label].append(r)
     synth_by_class: dict[str, list[SyntheticRow]] = {c: [] for c in classes}
     for s in synthetic_rows:
-        if s.label in synth_by_class and s.usable:  # never a blocked image or a copy of a test image
+        # never a blocked image or a copy of a test image; only the replicate's own block
+        if s.label in synth_by_class and s.usable and draw.in_block(s.index):
             synth_by_class[s.label].append(s)
     images: list[TrainingImage] = []
     for label in classes:
-        real = draw.order(sorted(real_by_class[label], key=lambda r: r.rank), label, "real_subset")
+        drawn = draw.order(sorted(core[label], key=lambda r: r.rank), label, "real_subset")
+        real = drawn + sorted(extra[label], key=lambda r: r.rank)
         synth = draw.order(sorted(synth_by_class[label], key=lambda s: s.index), label, "synthetic_subset")
         if len(real) < mix.real:
             raise UserError(
                 f"Mix {mix.name} needs {mix.real} real training images of class '{label}', but the split "
-                f"has {len(real)}. Lower the mix's real count or rerun `synthmix prepare`."
+                f"has {len(drawn)} training and {len(extra[label])} extra ones. Lower the mix's real count, "
+                "or raise data.extra_per_class and rerun `synthmix prepare` on a set with more images."
             )
         if len(synth) < mix.synthetic:
             raise UserError(
@@ -136,13 +207,15 @@ def training_images(
                 "are left out; synthetic/manifest.csv flags them). Rerun `synthmix generate` with a larger "
                 f"generate.images_per_class than {mix.synthetic}."
             )
-        # Within a class, images keep a canonical order (rank, index) whatever the draw.
-        images += [
-            TrainingImage(r.path, label, r.sha256, "real")
-            for r in sorted(real[: mix.real], key=lambda r: r.rank)
-        ]
+        # Within a class, images keep a canonical order (split, rank; index) whatever the draw.
+        chosen = sorted(real[: mix.real], key=lambda r: (r.split != "train", r.rank))
+        images += [TrainingImage(r.path, label, r.sha256, "real") for r in chosen]
         images += [
             TrainingImage(s.path, label, s.sha256, "synthetic")
             for s in sorted(synth[: mix.synthetic], key=lambda s: s.index)
+        ]
+        images += [
+            TrainingImage(r.path, label, r.sha256, "augmented", draw.augment_seed(label, j))
+            for j, r in ((j, chosen[j % len(chosen)]) for j in range(mix.augmented))
         ]
     return images

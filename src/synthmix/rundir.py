@@ -52,6 +52,10 @@ class RunRecord:
     real_images: int
     synthetic_images: int
     image_size: int
+    augmented_images: int  # augmented copies of real images (an <N>r<K>a mix)
+    augmentation: str  # the augmentation policy (augment.describe) when the mix augments, else ""
+    budget: str  # "epochs" (the model's epochs) or "steps" (the baseline mix's optimiser steps)
+    optimizer_steps: int  # optimiser steps the run took
     mlflow_run_id: str = ""
     mlflow_parent_run_id: str = ""
 
@@ -94,6 +98,10 @@ class RunRecord:
                 real_images=int(data["real_images"]),
                 synthetic_images=int(data["synthetic_images"]),
                 image_size=int(data["image_size"]),
+                augmented_images=int(data["augmented_images"]),
+                augmentation=str(data["augmentation"]),
+                budget=str(data["budget"]),
+                optimizer_steps=int(data["optimizer_steps"]),
                 mlflow_run_id=str(data.get("mlflow_run_id") or ""),
                 mlflow_parent_run_id=str(data.get("mlflow_parent_run_id") or ""),
             )

@@ -8,16 +8,18 @@ the model's params section, the code that trains and scores it).
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from synthmix import rundir, tracking
+from synthmix import augment, rundir, tracking
 from synthmix.config import Params, TrainConfig, check_model, flatten, to_dict
 from synthmix.data import SplitRow, read_manifest
 from synthmix.errors import UserError
@@ -30,6 +32,7 @@ from synthmix.images import LabelledImages, load_images
 from synthmix.mixes import Mix, TrainingImage, training_images
 from synthmix.models import MODELS
 from synthmix.progress import progress
+from synthmix.split import read_split_summary
 from synthmix.summaries import write_summaries
 
 
@@ -42,6 +45,7 @@ class RunSpec:
     seed: int
     hp: Hyperparameters
     source: str  # "fixed" (params.yaml) or "tuned" (tune.best_params_file)
+    max_steps: int | None = None  # train.budget "steps": the baseline mix's optimiser steps; else None
 
     def run_dir(self, runs_dir: Path) -> Path:
         prefix = "seed" if self.source == "fixed" else f"{self.source}-seed"
@@ -95,7 +99,7 @@ def plan_runs(
 def code_version() -> str:
     """Hash of the code that decides a run's numbers: a change to any of it retrains every run."""
     here = Path(__file__).parent
-    result_code = ("models.py", "images.py", "features.py", "fit.py", "evaluate.py")
+    result_code = ("models.py", "images.py", "features.py", "fit.py", "evaluate.py", "augment.py")
     return sha256_json([(here / name).read_text() for name in result_code])[:16]
 
 
@@ -107,10 +111,15 @@ def run_fingerprint(spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: s
             "mix": spec.mix.name,
             "seed": spec.seed,
             "hyperparameters": spec.hp.as_dict(),
+            "max_steps": spec.max_steps,
+            "augment": to_dict(cfg.augment) if _augments(spec.mix) else None,
             "image_size": cfg.image_size,
             "weights": weights,
             "model_settings": to_dict(cfg.model_section(spec.model)),
-            "train": [(t.path.as_posix(), t.label, t.sha256, t.source) for t in data.training[spec.draw]],
+            "train": [
+                (t.path.as_posix(), t.label, t.sha256, t.source, t.augment_seed)
+                for t in data.training[spec.draw]
+            ],
             "test": [(r.path.as_posix(), r.label, r.sha256) for r in data.test_rows],
             "code": code,
             "torch": torch.__version__,
@@ -122,6 +131,8 @@ def read_study_data(params: Params, mixes: Sequence[Mix], seeds: Sequence[int]) 
     """The split manifests and the synthetic manifest, checked, as each (mix, seed)'s training set."""
     prepared = params.data.prepared_dir
     train_rows = read_manifest(prepared / "train.csv")
+    if any(m.real > params.data.train_per_class for m in mixes):  # the extra-real control
+        train_rows += read_manifest(prepared / "extra.csv")
     test_rows = tuple(sorted(read_manifest(prepared / "test.csv"), key=lambda r: r.path.as_posix()))
     classes = tuple(sorted({r.label for r in test_rows}))
     train_classes = tuple(sorted({r.label for r in train_rows}))
@@ -154,13 +165,12 @@ def train_stage(
     cfg = params.train
     models = tuple(check_model(m) for m in (models or params.study.models))
     selected = tuple(mixes or params.selected_mixes)
-    all_mixes = tuple(dict.fromkeys((*selected, params.study.baseline)))
-    for mix in all_mixes:
-        mix.check_feasible(params.data.train_per_class, params.generate.images_per_class)
+    asked = selected if mixes or params.mix != "all" else ()
+    all_mixes = runnable_mixes(params, tuple(dict.fromkeys((*selected, params.study.baseline))), asked)
     seeds = tuple(params.study.seeds if seeds is None else seeds)
     data = read_study_data(params, all_mixes, seeds)
     weights = {m: MODELS[m].weights(cfg.model_section(m)).used for m in models}
-    specs = plan_runs(params, models, all_mixes, seeds)
+    specs = with_step_budgets(plan_runs(params, models, all_mixes, seeds), data, params)
     code = code_version()
     fingerprints = {s: run_fingerprint(s, data, cfg, weights[s.model], code) for s in specs}
     todo = [s for s in specs if not rundir.is_finished(s.run_dir(cfg.runs_dir), fingerprints[s])]
@@ -173,6 +183,54 @@ def train_stage(
     )
 
 
+def runnable_mixes(params: Params, mixes: Sequence[Mix], asked: Sequence[Mix] = ()) -> tuple[Mix, ...]:
+    """`mixes` less those the prepared split cannot serve (an extra-real control on a data set without
+    extra real images), each skipped with a warning; the report names them and says why. A mix asked
+    for by name (`asked`: --mix, or params `mix`) or the baseline that cannot run is an error instead."""
+    for mix in mixes:
+        mix.check_feasible(
+            params.data.train_per_class, params.generate.images_per_class, params.data.extra_per_class
+        )
+    if all(m.real <= params.data.train_per_class for m in mixes):
+        return tuple(mixes)
+    summary = read_split_summary(params.data.prepared_dir)
+    kept = []
+    for mix in mixes:
+        reason = summary.extra_shortfall(mix.real - params.data.train_per_class)
+        if reason is None:
+            kept.append(mix)
+        elif mix == params.study.baseline or mix in asked:
+            raise UserError(f"Mix {mix} cannot run: {reason}")
+        else:
+            warnings.warn(f"Mix {mix} is skipped: {reason}", stacklevel=2)
+    return tuple(kept)
+
+
+def with_step_budgets(specs: Sequence[RunSpec], data: StudyData, params: Params) -> list[RunSpec]:
+    """Under train.budget "steps", each run's max_steps: the optimiser steps its model takes on the
+    baseline mix (its epochs x batches an epoch), so every mix gets the same compute."""
+    if params.train.budget == "epochs":
+        return list(specs)
+    baseline = params.study.baseline
+    out = []
+    for spec in specs:
+        base = next(
+            (
+                s
+                for s in specs
+                if (s.model, s.mix, s.seed, s.source) == (spec.model, baseline, spec.seed, s.source)
+            ),
+            spec,
+        )
+        images = len(data.training[base.draw])
+        out.append(replace(spec, max_steps=base.hp.epochs * math.ceil(images / base.hp.batch_size)))
+    return out
+
+
+def _augments(mix: Mix) -> bool:
+    return bool(mix.augmented or mix.online_augment)
+
+
 def _train_runs(
     params: Params, data: StudyData, todo: Sequence[RunSpec], fingerprints: dict[RunSpec, str]
 ) -> None:
@@ -181,7 +239,9 @@ def _train_runs(
 
     cfg = params.train
     test = _load(data.test_rows, data, cfg)
-    stores = {key: _load(data.training[key], data, cfg) for key in dict.fromkeys(s.draw for s in todo)}
+    stores = {
+        key: _load_training(data.training[key], data, cfg) for key in dict.fromkeys(s.draw for s in todo)
+    }
     for model in dict.fromkeys(s.model for s in todo):
         if MODELS[model].frozen_backbone:  # every feature once, here, with every core
             runs = [s for s in todo if s.model == model]
@@ -223,6 +283,10 @@ def _train_runs(
                 real_images=sum(t.source == "real" for t in images),
                 synthetic_images=sum(t.source == "synthetic" for t in images),
                 image_size=cfg.image_size,
+                augmented_images=sum(t.source == "augmented" for t in images),
+                augmentation=augment.describe(cfg.augment) if _augments(spec.mix) else "",
+                budget=cfg.budget,
+                optimizer_steps=result.steps,
                 mlflow_parent_run_id=parent.info.run_id,
             )
             run_id = log_training_run(spec.name, record, result, scores, run_dir, images, params)
@@ -235,12 +299,28 @@ def _load(items: Sequence[SplitRow | TrainingImage], data: StudyData, cfg: Train
     )
 
 
+def _load_training(items: Sequence[TrainingImage], data: StudyData, cfg: TrainConfig) -> LabelledImages:
+    """A training set's images, its augmented copies made from their real images (augment.with_copies)."""
+    return augment.with_copies(_load(items, data, cfg), [t.augment_seed for t in items], cfg.augment)
+
+
 FitJob = tuple[RunSpec, LabelledImages, LabelledImages, int, TrainConfig]
 
 
 def _fit_job(job: FitJob) -> tuple[RunSpec, FitResult]:
     spec, train, test, num_classes, cfg = job
-    return spec, fit(spec.model, train, test, spec.hp, seed=spec.seed, num_classes=num_classes, train_cfg=cfg)
+    result = fit(
+        spec.model,
+        train,
+        test,
+        spec.hp,
+        seed=spec.seed,
+        num_classes=num_classes,
+        train_cfg=cfg,
+        augment=cfg.augment if spec.mix.online_augment else None,
+        max_steps=spec.max_steps,
+    )
+    return spec, result
 
 
 def _fit_all(jobs: Sequence[FitJob], workers: int) -> Iterator[tuple[RunSpec, FitResult]]:

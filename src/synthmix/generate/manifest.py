@@ -36,6 +36,11 @@ _IMAGE_NAME = re.compile(r"^(\d{4,})\.png$")
 # What each value of the `generator` column learnt from, for the report's provenance (an image made
 # image-to-image names its own real source in `source_path` instead).
 GENERATOR_PROVENANCE = {
+    "ddpm-pool": (
+        "the DDPM learnt from a held-out pool of real images that the classifier never sees (neither "
+        "trains nor tests on), so its images bring knowledge from outside the training set, as a "
+        "pretrained generator's do; no mix holds a real image its synthetic images derive from"
+    ),
     "ddpm": (
         "the DDPM learnt from every real training image of each class (never the test split), so a mix "
         "with fewer real images (e.g. 15r30s, 0r30s) carries information from real images it does not hold"
@@ -67,6 +72,7 @@ SYNTHETIC_MANIFEST_FIELDS = (
     "source_path",
     "near_test_path",
     "near_test_distance",
+    "learned_from",
 )
 
 
@@ -90,6 +96,9 @@ class SyntheticRow:
     source_path: Path | None = None  # the real training image it was made from (image-to-image mode)
     near_test_path: Path | None = None  # the test image it nearly copies (perceptual hash), if any
     near_test_distance: int | None = None  # the Hamming distance of their perceptual hashes
+    # which real images the generator learnt from: "pool" (held out from the classifier), "train" (the
+    # classifier's own training split) or "" (it learnt from none of this data set's images)
+    learned_from: str = ""
 
     @property
     def usable(self) -> bool:
@@ -100,6 +109,14 @@ class SyntheticRow:
 def usable(row: SyntheticRow) -> bool:
     """Whether a mix may train on the image (SyntheticRow.usable)."""
     return row.usable
+
+
+def provenance(row: SyntheticRow) -> str:
+    """Which real images the generator of `row` learnt from, in words (GENERATOR_PROVENANCE)."""
+    if row.source_path is not None:
+        return IMAGE_TO_IMAGE_PROVENANCE
+    key = f"{row.generator}-{row.learned_from}" if row.learned_from == "pool" else row.generator
+    return GENERATOR_PROVENANCE.get(key, "not recorded for this generator")
 
 
 @dataclass(frozen=True)
@@ -182,6 +199,7 @@ def write_synthetic_manifest(rows: Sequence[SyntheticRow], path: Path) -> None:
                 _text(r.source_path),
                 _text(r.near_test_path),
                 _text(r.near_test_distance),
+                r.learned_from,
             )
             for r in sorted(rows, key=lambda r: (r.label, r.index))
         ),
@@ -220,6 +238,7 @@ def read_synthetic_manifest(path: Path) -> list[SyntheticRow]:
                 Path(r["source_path"]) if r["source_path"] else None,
                 Path(r["near_test_path"]) if r["near_test_path"] else None,
                 int(r["near_test_distance"]) if r["near_test_distance"] else None,
+                r["learned_from"],
             )
             for r in reader
         ]

@@ -5,7 +5,9 @@ what determines its images (`settings`, hashed into every PNG's record) and how 
 describes them (`row_template`, `source_path`). `SOURCES` maps each `generate.generator` name to the
 function that builds its source; a new generator is a module with its model code and one entry here.
 
-Provenance: the DDPM learns from every real training image; image-to-image starts synthetic image i
+Provenance: the DDPM learns from the real images it is given (`LEARNS_FROM_POOL`: the stage gives it
+the generator's pool, held out from the classifier, when the data has room for one, else the
+training split); image-to-image starts synthetic image i
 of a class from its real training image of rank `i mod source_ranks` (the stage sets source_ranks to
 the smallest real count of the study's mixes, so every mix with real images holds the sources);
 text-to-image sees no real image.
@@ -14,7 +16,7 @@ text-to-image sees no real image.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -86,6 +88,7 @@ class DDPMSource:
     cfg: DDPMConfig
     class_ids: dict[str, int]
     fingerprint: str
+    learned_from: str  # the split of the real images it learnt from: "pool" or "train"
 
     @property
     def chunk_size(self) -> int:
@@ -100,14 +103,15 @@ class DDPMSource:
         }
 
     def row_template(self, label: str) -> SyntheticRow:
-        return _template(label, "ddpm", ddpm.MODEL_ID, self.fingerprint[:16], "", self.cfg.sample_steps, 0.0)
+        row = _template(label, "ddpm", ddpm.MODEL_ID, self.fingerprint[:16], "", self.cfg.sample_steps, 0.0)
+        return replace(row, learned_from=self.learned_from)
 
     def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]:
         pixels = ddpm.sample_ddpm(self.model, self.cfg, [self.class_ids[k.label] for k in keys], seeds)
         return [Generated(p, s) for p, s in zip(pixels, seeds, strict=True)]
 
     def source_path(self, key: ImageKey) -> Path | None:
-        return None  # each image comes from the model, which learnt from every real training image
+        return None  # each image comes from the model, which learnt from every image it was given
 
 
 def open_ddpm(
@@ -118,8 +122,9 @@ def open_ddpm(
     log_metric: LogMetric,
     source_ranks: int,
 ) -> DDPMSource:
-    """Train the DDPM on every real training image on the main process (the others wait), then load it
-    everywhere. `source_ranks` is for image-to-image only: the DDPM learns from all training ranks."""
+    """Train the DDPM on every image of `train_rows` (the generator's pool when the data has one, else
+    the training split) on the main process (the others wait), then load it everywhere.
+    `source_ranks` is for image-to-image only: the DDPM learns from all the rows it is given."""
     class_ids = {label: i for i, label in enumerate(classes)}
     ordered = sorted(train_rows, key=lambda r: (r.label, r.rank))
     fingerprint = ddpm.model_fingerprint(cfg.ddpm, classes, [r.sha256 for r in ordered], cfg.seed)
@@ -137,7 +142,7 @@ def open_ddpm(
         )
     state.wait_for_everyone()
     model = ddpm.load_trained(cfg.ddpm.checkpoint_dir / ddpm.FINAL_DIR, state.device)
-    return DDPMSource(model, cfg.ddpm, class_ids, fingerprint)
+    return DDPMSource(model, cfg.ddpm, class_ids, fingerprint, ordered[0].split if ordered else "train")
 
 
 # --- text-to-image --------------------------------------------------------------------------------
@@ -205,6 +210,9 @@ def open_text2image(
 
 
 # --- the registry ---------------------------------------------------------------------------------
+
+# Generators trained here from real images: they learn from the generator's pool when there is one.
+LEARNS_FROM_POOL = frozenset({"ddpm"})
 
 SOURCES: dict[str, SourceFactory] = {
     "ddpm": open_ddpm,

@@ -45,8 +45,9 @@ from synthmix.generate.manifest import (
     write_synthetic_manifest,
 )
 from synthmix.generate.samples import write_sample_grids
-from synthmix.generate.sources import SOURCES, ImageKey, ImageSource, LogMetric
+from synthmix.generate.sources import LEARNS_FROM_POOL, SOURCES, ImageKey, ImageSource, LogMetric
 from synthmix.progress import progress
+from synthmix.split import read_split_summary
 
 if TYPE_CHECKING:
     from synthmix.config import GenerateConfig, Params
@@ -113,8 +114,11 @@ def settings_digest(source_settings: dict[str, Any], base_seed: int) -> str:
 def generate_synthetic(params: Params) -> GenerateSummary:
     """Run the generate stage as configured; under `accelerate launch` each process does its share.
 
-    The generators see prepared/train.csv only; prepared/test.csv is read after generation, to flag
-    synthetic images that nearly copy a test image. Writes synthetic/<class>/<index:04d>.png,
+    A generator trained here (the DDPM) learns from prepared/pool.csv, real images the classifier never
+    sees, when every class has its full pool (split.json), else from prepared/train.csv; image-to-image
+    starts from prepared/train.csv. prepared/test.csv is read after generation, to flag synthetic
+    images that nearly copy a test image. It makes generate.images_per_class images a class for each
+    study seed when study.redraw holds generator_seed (Params.synthetic_per_class), else once. Writes synthetic/<class>/<index:04d>.png,
     synthetic/manifest.csv, samples/<class>.png and samples/grid.png; the DDPM's checkpoints go to
     generate.ddpm.checkpoint_dir.
     """
@@ -124,18 +128,22 @@ def generate_synthetic(params: Params) -> GenerateSummary:
     cfg = params.generate
     train_rows = _training_rows(params.data.prepared_dir / "train.csv")
     classes = sorted({r.label for r in train_rows})
+    learn_rows = train_rows
+    if cfg.generator in LEARNS_FROM_POOL and read_split_summary(params.data.prepared_dir).generator_pool:
+        learn_rows = read_manifest(params.data.prepared_dir / "pool.csv")
+    total = params.synthetic_per_class
     state = PartialState()
     summary = GenerateSummary(classes=len(classes), is_main_process=state.is_main_process)
 
     with _mlflow_run(state.is_main_process, params) as log_metric:
         source: ImageSource = SOURCES[cfg.generator](
-            cfg, train_rows, classes, state, log_metric, source_ranks(params)
+            cfg, learn_rows, classes, state, log_metric, source_ranks(params)
         )
         digest = settings_digest(source.settings(), cfg.seed)
-        chunks = plan_chunks(classes, cfg.images_per_class, source.chunk_size)
+        chunks = plan_chunks(classes, total, source.chunk_size)
         mine = shard(chunks, state.process_index, state.num_processes)
         for chunk in progress(mine, f"Generating ({cfg.generator})"):
-            wanted = [k for k in chunk if k.index < cfg.images_per_class]
+            wanted = [k for k in chunk if k.index < total]
             todo = [k for k in wanted if read_record(_path(cfg, k), digest) is None]
             summary.reused += len(wanted) - len(todo)
             if not todo:
@@ -149,10 +157,10 @@ def generate_synthetic(params: Params) -> GenerateSummary:
         state.wait_for_everyone()
 
         if state.is_main_process:
-            rows = _collect_rows(cfg, classes, source, digest)
+            rows = _collect_rows(cfg, classes, source, digest, total)
             test_rows = read_manifest(params.data.prepared_dir / "test.csv")
             rows = flag_test_copies(rows, test_rows, params.data.near_duplicate_distance)
-            remove_strays(cfg.out_dir, classes, cfg.images_per_class)
+            remove_strays(cfg.out_dir, classes, total)
             summary.manifest = cfg.out_dir / MANIFEST_NAME
             write_synthetic_manifest(rows, summary.manifest)
             summary.retries = sum(r.retries for r in rows)
@@ -201,13 +209,13 @@ def flag_test_copies(
 
 
 def _collect_rows(
-    cfg: GenerateConfig, classes: Sequence[str], source: ImageSource, digest: str
+    cfg: GenerateConfig, classes: Sequence[str], source: ImageSource, digest: str, total: int
 ) -> list[SyntheticRow]:
     """The manifest rows of the finished set in class then index order (without the test check)."""
     rows = []
     for label in classes:
         template = source.row_template(label)
-        for index in range(cfg.images_per_class):
+        for index in range(total):
             path = image_path(cfg.out_dir, label, index)
             record = read_record(path, digest)
             if record is None:  # a bug: every process finished its share before this runs

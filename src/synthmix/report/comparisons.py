@@ -7,10 +7,12 @@ shared test-image draw, Student t); metrics known only per run (test loss) a pai
 replicates.
 
 Verdicts come from one declared family (`Family`): on the primary metric (report.primary_metric),
-every mix of the study (study.mixes) against the baseline, per model and hyperparameter source, whether
-or not this report found runs for all of them; their p-values are Holm-adjusted over the declared size.
-Everything else (secondary metrics, ratio and tuned-vs-fixed comparisons, a mix outside study.mixes) is
-shown with its interval and unadjusted p-value, and is exploratory.
+every mix of the study (study.mixes) against the baseline, and every synthetic study mix against the
+augmentation control with its real count and size (30r30s vs 30r30a; controls.control_pairs), per model
+and hyperparameter source, whether or not this report found runs for all of them; their p-values are
+Holm-adjusted over the declared size. Everything else (secondary metrics, ratio and tuned-vs-fixed
+comparisons, a mix outside study.mixes) is shown with its interval and unadjusted p-value, and is
+exploratory.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from synthmix.errors import UserError
 from synthmix.evaluate import FINAL_METRICS
 from synthmix.mixes import Mix
 from synthmix.progress import progress
-from synthmix.report import stats
+from synthmix.report import controls, stats
 from synthmix.report.cells import Cell, Intervals
 from synthmix.rundir import Predictions, Run
 
@@ -40,41 +42,51 @@ PER_RUN_METRICS = tuple(m for m in FINAL_METRICS if m not in stats.CLASSIFICATIO
 class Pair(NamedTuple):
     """One planned comparison: metric(b) - metric(a)."""
 
-    kind: str  # "baseline" (mix vs baseline), "ratio" (synthetic outnumbers real), "tuned" (vs fixed)
+    # "baseline" (mix vs baseline), "augmentation" (synthetic mix vs its augmentation control), "ratio"
+    # (synthetic outnumbers real), "tuned" (vs fixed)
+    kind: str
     a: Cell
     b: Cell
 
 
 @dataclass(frozen=True)
 class Family:
-    """The declared family of verdicts: `metric` of every mix in `mixes` against `baseline`, per model
-    and hyperparameter source. `exploratory` says why this report's results are exploratory anyway
-    (a single-mix experiment), or is empty."""
+    """The declared family of verdicts: `metric` of every mix in `mixes` against `baseline`, and of
+    every (augmentation control, synthetic mix) pair in `controls`, per model and hyperparameter source.
+    `exploratory` says why this report's results are exploratory anyway (a single-mix experiment), or
+    is empty."""
 
     metric: str
     baseline: Mix
     mixes: tuple[Mix, ...]
     exploratory: str = ""
+    controls: tuple[tuple[Mix, Mix], ...] = ()
 
     @property
     def size(self) -> int:
-        return len(self.mixes)
+        return len(self.mixes) + len(self.controls)
 
     def holds(self, pair: Pair) -> bool:
+        if pair.kind == "augmentation":
+            return (pair.a.mix, pair.b.mix) in self.controls
         return pair.kind == "baseline" and pair.a.mix == self.baseline and pair.b.mix in self.mixes
 
 
 def declared_family(metric: str, baseline: Mix, study_mixes: Sequence[Mix], selected: str) -> Family:
-    """Every study mix but the baseline; `selected` is params.yaml's `mix` ('all' or one mix)."""
+    """Every study mix but the baseline against it, and every synthetic study mix against its
+    augmentation control; `selected` is params.yaml's `mix` ('all' or one mix)."""
     mixes = tuple(m for m in dict.fromkeys(study_mixes) if m != baseline)
+    pairs = controls.control_pairs(study_mixes)
+    declared = f"{len(mixes)} mixes against {baseline}" + (
+        f" and {len(pairs)} against their augmentation control" if pairs else ""
+    )
     exploratory = (
         ""
         if selected == "all"
         else f"this report comes from a single-mix experiment (mix={selected}), so the study's declared "
-        f"family ({len(mixes)} mixes against {baseline}) was not run as a whole: every result here is "
-        "exploratory"
+        f"family ({declared}) was not run as a whole: every result here is exploratory"
     )
-    return Family(metric, baseline, mixes, exploratory)
+    return Family(metric, baseline, mixes, exploratory, pairs)
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,8 @@ def planned_pairs(cells: Sequence[Cell], baseline: Mix) -> list[Pair]:
     """Every comparison the report makes, per model.
 
     baseline: each mix against the baseline with the same hyperparameter source;
+    augmentation: each synthetic mix against the augmentation control with its real count and as many
+    images a class (30r30s vs 30r30a);
     ratio: a mix where synthetic outnumbers real against one with as many images where real outnumbers
     synthetic (e.g. 15r30s vs 30r15s), same total number of images a class;
     tuned: tuned against fixed hyperparameters for the same mix.
@@ -147,25 +161,22 @@ def planned_pairs(cells: Sequence[Cell], baseline: Mix) -> list[Pair]:
         if base is not None and cell.mix != baseline:
             pairs.append(Pair("baseline", base, cell))
     for cell in cells:
-        if cell.mix.synthetic > cell.mix.real:
-            pairs += [Pair("ratio", other, cell) for other in cells if _same_size_real_heavy(other, cell)]
+        own = [c.mix for c in cells if (c.model, c.source) == (cell.model, cell.source)]
+        control = controls.augmentation_control_for(cell.mix, own)
+        if control is not None:
+            pairs.append(Pair("augmentation", key[(cell.model, cell.source, control)], cell))
+    for cell in cells:
+        pairs += [
+            Pair("ratio", other, cell)
+            for other in cells
+            if (other.model, other.source) == (cell.model, cell.source)
+            and controls.same_size_pair(other.mix, cell.mix)
+        ]
     for cell in cells:
         fixed = key.get((cell.model, "fixed", cell.mix))
         if cell.source == "tuned" and fixed is not None:
             pairs.append(Pair("tuned", fixed, cell))
     return pairs
-
-
-def _same_size_real_heavy(other: Cell, cell: Cell) -> bool:
-    """`other` has as many images as `cell` but more real than synthetic; both hold real and synthetic
-    images (all-real vs all-synthetic is a baseline comparison)."""
-    return (
-        (other.model, other.source) == (cell.model, cell.source)
-        and other.mix.real + other.mix.synthetic == cell.mix.real + cell.mix.synthetic
-        and other.mix.real > other.mix.synthetic
-        and other.mix.synthetic > 0
-        and cell.mix.real > 0
-    )
 
 
 def check_paired(reference: tuple[Run, Predictions], other: tuple[Run, Predictions]) -> None:

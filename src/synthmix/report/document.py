@@ -25,7 +25,10 @@ class Document:
 
     title: str
     intro: str
+    summary: tuple[str, ...]  # the sentences at the top: augmentation control, exchange rate
     findings: tuple[str, ...]
+    not_run_title: str
+    not_run: tuple[str, ...]  # a line per study mix without runs, and why
     how_to_read: str
     sections: tuple[Section, ...]
     figures: tuple[FigureRef, ...]

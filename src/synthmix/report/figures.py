@@ -252,3 +252,67 @@ def confusion_figure(
         fig.colorbar(image, ax=list(axes), fraction=0.02, label="share of the true class")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of the headline figure: the mixes of one real count, by synthetic images a class."""
+
+    label: str
+    x: Sequence[float]
+    intervals: Sequence[Interval]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A control drawn across the headline figure as a horizontal line, its interval as a band."""
+
+    label: str
+    interval: Interval
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    lines: Sequence[Line]
+    references: Sequence[Reference]
+
+
+def headline_figure(title: str, panels: Sequence[Panel], ylabel: str, band: str, path: Path) -> Path:
+    """One panel per model: the metric against synthetic images a class, one line per real count with
+    its interval as a band, each control a dashed horizontal line (band: its interval) with its label."""
+    fig = Figure(figsize=(5.6 * len(panels) + 0.6, 4.6))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
+    for ax, panel in zip(axes, panels, strict=True):
+        for i, line in enumerate(panel.lines):
+            colour = PALETTE[i % len(PALETTE)]
+            mean = np.array([iv.mean for iv in line.intervals])
+            low = np.array([iv.low if not math.isnan(iv.low) else iv.mean for iv in line.intervals])
+            high = np.array([iv.high if not math.isnan(iv.high) else iv.mean for iv in line.intervals])
+            ax.plot(line.x, mean, "o-", color=colour, label=line.label)
+            ax.fill_between(line.x, low, high, color=colour, alpha=0.15, linewidth=0)
+            if len(line.x) == 1:  # a band needs two points: an error bar for a lone mix
+                ax.errorbar(line.x, mean, yerr=[mean - low, high - mean], color=colour, capsize=3)
+        for j, ref in enumerate(panel.references):
+            colour = PALETTE[(len(panel.lines) + j) % len(PALETTE)]
+            iv = ref.interval
+            ax.axhline(iv.mean, color=colour, linestyle="--", linewidth=1.2, label=ref.label)
+            if not math.isnan(iv.low):
+                ax.axhspan(iv.low, iv.high, color=colour, alpha=0.08, linewidth=0)
+            ax.annotate(
+                ref.label,
+                (1.0, iv.mean),
+                xycoords=("axes fraction", "data"),
+                xytext=(-3, 3),
+                textcoords="offset points",
+                ha="right",
+                fontsize=7,
+                color=colour,
+            )
+        ax.set_xlabel("synthetic images per class")
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel.title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{title}\n(mean over replicates; bands: {band} interval)", fontsize=11)
+    return _save(fig, path)

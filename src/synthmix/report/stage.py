@@ -1,8 +1,10 @@
 """The report stage: read the finished runs, compute, write reports/ whole, log it to MLflow.
 
 Reads runs/ through synthmix.rundir, the real training split and the synthetic set (for the sample
-figures); writes summary.csv, summary.md, report.md, report.html and figures/*.png into a staging
-folder that replaces reports/ only once everything is written.
+figures) and prepared/split.json (why a mix could not run, which images the generator learned from;
+the report says nothing of either when it is missing); writes summary.csv, summary.md, report.md,
+report.html, figures/*.png and figures/headline.csv into a staging folder that replaces reports/ only
+once everything is written.
 """
 
 from __future__ import annotations
@@ -14,16 +16,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synthmix import rundir, tracking
+from synthmix import rundir, split, tracking
 from synthmix.config import Params
 from synthmix.evaluate import FINAL_METRICS
-from synthmix.report import document, tables, wording
+from synthmix.report import controls, document, exchange, headline, provenance, tables, wording
 from synthmix.report.cells import StudyRuns, cell_intervals, group_cells, report_mixes, select_runs
 from synthmix.report.comparisons import Results, compare_cells, declared_family, planned_pairs
 from synthmix.report.study_figures import FigureInputs, FigureRef, draw_figures, read_training_images
 
 if TYPE_CHECKING:
     from mlflow.entities import Run as MlflowRun
+
+
+@dataclass(frozen=True)
+class Words:
+    """What the report says beyond its tables: the sentences at the top, the findings, the mixes that
+    could not run (with their heading) and the exchange rates behind the top's sentences."""
+
+    summary: tuple[str, ...]
+    findings: tuple[str, ...]
+    not_run_title: str
+    not_run: tuple[str, ...]
+    rates: tuple[exchange.ExchangeRate, ...]
+    split_summary: split.SplitSummary | None
 
 
 @dataclass(frozen=True)
@@ -43,7 +58,7 @@ def write_report(params: Params, log_to_mlflow: bool = True) -> ReportResult:
     found, unfinished = rundir.discover_runs(params.train.runs_dir)
     runs = select_runs(found, unfinished, params)
     results = compute(params, runs)
-    words = wording.findings(results)
+    words = describe(params, results, runs)
 
     out_dir = params.report.out_dir
     staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
@@ -57,7 +72,8 @@ def write_report(params: Params, log_to_mlflow: bool = True) -> ReportResult:
         if staging.exists():
             shutil.rmtree(staging)
     run_id = log_report(out_dir, runs.selected, results) if log_to_mlflow else None
-    return ReportResult(out_dir, tuple(words), tuple(out_dir / f.path for f in figure_refs), run_id)
+    said = (*words.summary, *words.findings)
+    return ReportResult(out_dir, said, tuple(out_dir / f.path for f in figure_refs), run_id)
 
 
 def compute(params: Params, runs: StudyRuns) -> Results:
@@ -78,23 +94,66 @@ def compute(params: Params, runs: StudyRuns) -> Results:
     )
 
 
+def read_split(params: Params) -> split.SplitSummary | None:
+    """prepared/split.json, or None when prepare has not written one (then the report is silent on it)."""
+    if not (params.data.prepared_dir / split.SUMMARY_NAME).exists():
+        return None
+    return split.read_split_summary(params.data.prepared_dir)
+
+
+def describe(params: Params, results: Results, runs: StudyRuns) -> Words:
+    """Everything the report says in sentences, computed from the results."""
+    rates = tuple(exchange.exchange_rates(results, rundir.read_predictions, params.report))
+    split_summary = read_split(params)
+    models = list(params.study.models)
+    run_by_model = {m: {c.mix for c in results.cells if c.model == m} for m in models}
+    names = {m: wording.model_label(m) for m in models} | wording.model_names(results.cells)
+    missing = controls.not_run(
+        params.selected_mixes,
+        run_by_model,
+        names,
+        params.study.baseline,
+        params.data.train_per_class,
+        split_summary,
+    )
+    return Words(
+        (*wording.caveats(results), *headline.summary(results, rates)),
+        tuple(wording.findings(results)),
+        controls.not_run_title([m for m, _ in missing], params.study.baseline),
+        tuple(line for _, line in missing),
+        rates,
+        split_summary,
+    )
+
+
 def _write_files(
-    params: Params, results: Results, runs: StudyRuns, words: Sequence[str], out: Path
+    params: Params, results: Results, runs: StudyRuns, words: Words, out: Path
 ) -> list[FigureRef]:
-    """Every file of the report into `out`; returns the figures drawn."""
+    """Every file of the report into `out`; returns the figures drawn, the headline figure first."""
     images = read_training_images(params)
-    figure_refs = draw_figures(FigureInputs(results, tuple(report_mixes(params)), params.report, images, out))
+    figure_refs = [
+        headline.draw_headline(results, out),
+        *draw_figures(FigureInputs(results, tuple(report_mixes(params)), params.report, images, out)),
+    ]
     tables.write_summary_csv(tables.summary_rows(results), out / "summary.csv")
     sections = tables.sections(results)
+    rate_section = exchange.section(words.rates, results)
+    if rate_section is not None:
+        sections.insert(min(2, len(sections)), rate_section)
     (out / "summary.md").write_text(document.render_summary(sections))
+    method = wording.how_to_read(results, wording.replicate_design(params.study.redraw))
+    note = words.split_summary.generator_note() if words.split_summary is not None else None
     doc = document.Document(
         title=wording.title(runs),
         intro=wording.introduction(results, runs),
-        findings=tuple(words),
-        how_to_read=wording.how_to_read(results, wording.replicate_design(params.study.redraw)),
+        summary=words.summary,
+        findings=words.findings,
+        not_run_title=words.not_run_title,
+        not_run=words.not_run,
+        how_to_read=f"{method} {provenance.training_method(results)}".strip(),
         sections=tuple(sections),
         figures=tuple(figure_refs),
-        provenance=tuple(wording.provenance(params, runs)),
+        provenance=tuple(provenance.provenance(params, runs, note)),
         runs=tables.runs_table(results.cells),
     )
     (out / "report.md").write_text(document.render_markdown(doc))

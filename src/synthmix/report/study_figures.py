@@ -22,7 +22,7 @@ from synthmix.evaluate import FINAL_METRICS
 from synthmix.generate.manifest import read_synthetic_manifest, usable
 from synthmix.mixes import Mix
 from synthmix.progress import progress
-from synthmix.report import figures
+from synthmix.report import controls, figures
 from synthmix.report.cells import Cell, figure_source
 from synthmix.report.comparisons import Results
 from synthmix.report.stats import Difference
@@ -81,9 +81,9 @@ def comparison_cell(cells: Sequence[Cell], baseline: Mix) -> tuple[Cell | None, 
     study: what adding synthetic images does); when the study has none, the best other mix by mean
     macro F1. `cells` are one model's cells of one hyperparameter source.
     """
-    added = [c for c in cells if c.mix.real == baseline.real and c.mix.synthetic > baseline.synthetic]
-    if added:
-        cell = max(added, key=lambda c: c.mix.synthetic)
+    target = controls.synthetic_target((c.mix for c in cells), baseline)
+    if target is not None:
+        cell = next(c for c in cells if c.mix == target)
         return cell, f"the mix with the baseline's {baseline.real} real images and the most synthetic ones"
     others = [c for c in cells if c.mix != baseline]
     best = max(others, key=lambda c: float(np.mean([r.metrics["f1_macro"] for r in c.runs])), default=None)

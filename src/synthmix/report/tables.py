@@ -187,6 +187,12 @@ def runs_table(cells: Sequence[Cell]) -> Table:
     return Table((*header, "MLflow run"), rows)
 
 
+def _controls_text(results: Results) -> str:
+    pairs = results.family.controls
+    listed = ", ".join(f"{b} vs {a}" for a, b in pairs)
+    return f", and each synthetic mix against its augmentation control ({listed})," if pairs else ""
+
+
 def sections(results: Results) -> list[Section]:
     """Summary, changes against the baseline (and ratio), tuned vs fixed: also all of summary.md."""
     confidence, alpha, primary = results.confidence, results.alpha, METRIC_LABELS[results.primary]
@@ -199,14 +205,15 @@ def sections(results: Results) -> list[Section]:
             (metric_table(results.cells, results.intervals),),
         )
     ]
-    against = [k for k in results.comparisons if k.kind in ("baseline", "ratio")]
+    against = [k for k in results.comparisons if k.kind in ("baseline", "augmentation", "ratio")]
     if against:
         out.append(
             Section(
                 "Changes",
                 f"Each entry: change, its {confidence:.0%} confidence interval and unadjusted p-value "
                 "(spread over replicates plus the shared test-image draw, Student t; test loss: paired t-test over "
-                f"replicates). {primary} against the baseline is the declared family: its Holm-adjusted p "
+                f"replicates). {primary} against the baseline{_controls_text(results)} is the declared family: "
+                "its Holm-adjusted p "
                 f"follows, * marks one below {alpha:.2g}, and 'detectable' is the smallest change found with "
                 f"{POWER:.0%} power. Every other entry is exploratory.",
                 (change_table(against, results),),

@@ -1,25 +1,18 @@
-"""The report in words: numbers formatted, models named, findings and provenance as sentences.
+"""The report in words: numbers formatted, models named, findings and the method as sentences.
 
 Every sentence is computed from the runs and the comparisons, never written by hand: a verdict only
 for the declared family's primary metric, a model named by the weights its runs really used, the
-baseline called "real only" only when its runs had no synthetic image, p-value floors written as bounds.
+baseline called "real only" only when its runs had real images alone (no synthetic image, no augmented
+copy, no augmentation on the fly), p-value floors written as bounds. The provenance lines live in
+provenance.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 
-from synthmix.config import Params
-from synthmix.generate.manifest import (
-    GENERATOR_PROVENANCE,
-    IMAGE_TO_IMAGE_PROVENANCE,
-    SyntheticRow,
-    read_synthetic_manifest,
-)
-from synthmix.report import stats
+from synthmix.report import controls, stats
 from synthmix.report.cells import Cell, StudyRuns
 from synthmix.report.comparisons import Comparison, Results
 from synthmix.rundir import SOURCES, Run
@@ -164,9 +157,13 @@ def model_names(cells: Sequence[Cell]) -> dict[str, str]:
 
 
 def baseline_name(results: Results) -> str:
-    """'30r0s (real only)' when every baseline run recorded no synthetic image; else just its name."""
+    """'30r0s (real only)' when the baseline is a real-only mix and every baseline run recorded no
+    synthetic image and no augmented copy; else just its name."""
     runs = [r for c in results.cells if c.mix == results.baseline for r in c.runs]
-    if runs and all(r.record.synthetic_images == 0 for r in runs):
+    real = results.baseline.real_only and all(
+        r.record.synthetic_images == 0 and r.record.augmented_images == 0 for r in runs
+    )
+    if runs and real:
         return f"{results.baseline} (real only)"
     return str(results.baseline)
 
@@ -188,8 +185,9 @@ def title_weights(runs: Sequence[Run]) -> str:
 # --- findings ------------------------------------------------------------------------------------
 
 
-def findings(results: Results) -> list[str]:
-    """The findings in words, each sentence computed from the comparisons."""
+def caveats(results: Results) -> list[str]:
+    """What holds for every result of the report, said before any of them: the family was not run as
+    a whole, or each configuration had a single replicate."""
     out: list[str] = []
     cells = results.cells
     if results.family.exploratory:
@@ -199,6 +197,13 @@ def findings(results: Results) -> list[str]:
             "Each configuration ran with a single replicate, so the intervals cover the draw of test images "
             "only, given that one training run; run more replicates (study.seeds) for the full picture."
         )
+    return out
+
+
+def findings(results: Results) -> list[str]:
+    """The findings in words, each sentence computed from the comparisons (caveats() comes first)."""
+    out: list[str] = []
+    cells = results.cells
     names = model_names(cells)
     for model in results.models:
         for source in SOURCES:
@@ -231,8 +236,15 @@ def _source_findings(results: Results, own: Sequence[Cell], name: str) -> list[s
             f"Holm adjustment still counts {results.family.size} tests."
         )
     out += [f"{who}: {k.b.mix} vs {k.a.mix} {describe(k, primary, results)}." for k in against]
+    out += [
+        f"{who}: {k.b.mix} vs the augmentation control {k.a.mix} (as many images a class, augmented copies "
+        f"of the real images in place of synthetic ones) {describe(k, primary, results)}."
+        for k in ours
+        if k.kind == "augmentation"
+    ]
     out.append(f"{who}: {_best_mix(results, own, against)}.")
-    mde = [v for v in (detectable(k, results) for k in against if k.in_family) if not math.isnan(v)]
+    declared = [k for k in ours if k.in_family]
+    mde = [v for v in (detectable(k, results) for k in declared) if not math.isnan(v)]
     if mde:
         size = f"{min(mde):.3f}" if len(mde) == 1 else f"{min(mde):.3f} to {max(mde):.3f}"
         out.append(
@@ -243,7 +255,7 @@ def _source_findings(results: Results, own: Sequence[Cell], name: str) -> list[s
         )
     for k in ours:
         if k.kind == "ratio":
-            total = k.a.mix.real + k.a.mix.synthetic
+            total = k.a.mix.images_per_class
             out.append(
                 f"{who}: synthetic outnumbering real ({k.b.mix} vs {k.a.mix}, both {total} images a "
                 f"class): {describe(k, primary, results)}."
@@ -282,10 +294,23 @@ def introduction(results: Results, runs: StudyRuns) -> str:
     seeds = sorted({r.seed for r in runs.selected})
     return (
         f"{len(runs.selected)} finished runs: models {', '.join(model_names(results.cells).values())}; "
-        f"mixes {', '.join(dict.fromkeys(c.mix.name for c in results.cells))} (N real + M synthetic training "
-        f"images per class); replicates (seeds) {', '.join(map(str, seeds))}; baseline "
+        f"mixes {', '.join(dict.fromkeys(c.mix.name for c in results.cells))} ({_notation(results)}); "
+        f"replicates (seeds) {', '.join(map(str, seeds))}; baseline "
         f"{baseline_name(results)}; primary metric {METRIC_LABELS[results.primary]}."
     )
+
+
+def _notation(results: Results) -> str:
+    """What the mix names mean, for the notations the report's mixes use."""
+    mixes = {c.mix for c in results.cells}
+    parts = ["NrMs: N real + M synthetic training images per class"]
+    if any(m.augmented for m in mixes):
+        parts.append("NrKa: N real images + K augmented copies of them, the augmentation control")
+    if any(m.online_augment for m in mixes):
+        parts.append("+aug: every training image augmented afresh each epoch")
+    labelled = [controls.named(m, results.baseline) for m in dict.fromkeys(c.mix for c in results.cells)]
+    named = [n for n in labelled if "(" in n]
+    return "; ".join(parts) + (f"; controls: {', '.join(named)}" if named else "")
 
 
 def replicate_design(redraw: Sequence[str]) -> str:
@@ -298,6 +323,8 @@ def replicate_design(redraw: Sequence[str]) -> str:
 def how_to_read(results: Results, design: str) -> str:
     """The method paragraph: exactly how the changes were estimated, tested and turned into verdicts."""
     family = results.family
+    against = f"{', '.join(f'{b} vs {a}' for a, b in family.controls)}"
+    controlled = f", and each synthetic study mix against its augmentation control ({against})"
     alpha = results.alpha
     primary = METRIC_LABELS[results.primary]
     return (
@@ -316,7 +343,8 @@ def how_to_read(results: Results, design: str) -> str:
         "checks that under 7% of them are called significant at 5%, with 3, 5 and 10 replicates. Test loss, "
         "known only per run, uses a paired t-test over replicates. Verdicts use one metric, "
         f"{primary} (report.primary_metric), and one declared family per model and hyperparameter source: "
-        f"every study mix ({', '.join(map(str, family.mixes))}) against {family.baseline}, {family.size} "
+        f"every study mix ({', '.join(map(str, family.mixes))}) against {family.baseline}"
+        f"{controlled if family.controls else ''}, {family.size} "
         f"tests, Holm-adjusted over all {family.size} even when some have no runs; a change is significant "
         f"when its adjusted p is below {alpha:.2g}. Other metrics, the ratio and the tuned-vs-fixed "
         "comparisons are shown with intervals and unadjusted p-values, as exploratory results, never as "
@@ -325,66 +353,3 @@ def how_to_read(results: Results, design: str) -> str:
         f"found significant with {POWER:.0%} power if it were the only one in the family. p-values below "
         "0.001 are written p < 0.001; a change with no variance at all has no p-value."
     )
-
-
-def provenance(params: Params, runs: StudyRuns) -> list[str]:
-    """What produced the report: generator, weights, seeds, code and data versions, runs read."""
-    from synthmix.tracking import dvc_file_hash, git_commit
-
-    selected = runs.selected
-    weights = sorted({f"{model_name(r.model, selected)}: {r.weights}" for r in selected})
-    seeds = sorted({r.seed for r in selected})
-    return [
-        *generator_lines(params.generate.out_dir / "manifest.csv"),
-        f"Model weights: {'; '.join(weights)}.",
-        f"Seeds (replicates): {', '.join(map(str, seeds))}; bootstrap seed {params.report.seed}.",
-        f"Code: git {git_commit()}; real set (data.dvc) md5 {dvc_file_hash()}.",
-        f"Runs read from {runs.runs_dir}/: {len(selected)} used, "
-        f"{len(runs.found) - len(selected)} finished runs outside this study's models, mixes and seeds "
-        f"left out, {len(runs.unfinished)} unfinished.",
-    ]
-
-
-def generator_lines(manifest: Path) -> list[str]:
-    """Which generator made the synthetic set, from synthetic/manifest.csv."""
-    from synthmix.tracking import file_hash
-
-    if not manifest.exists():
-        return [f"No synthetic set ({manifest} is missing): only real-image mixes could run."]
-    rows = read_synthetic_manifest(manifest)
-    if not rows:
-        return [f"{manifest} lists no images."]
-    groups: dict[tuple[str, str, str], list[SyntheticRow]] = defaultdict(list)
-    for r in rows:
-        groups[(r.generator, r.model_id, r.revision)].append(r)
-    lines = []
-    for (generator, model_id, revision), group in sorted(groups.items()):
-        steps = sorted({r.steps for r in group})
-        guidance = sorted({r.guidance for r in group})
-        lines.append(
-            f"Generator {generator}, model {model_id or 'n/a'}"
-            f"{f' (revision {revision})' if revision else ''}: {len(group)} images in "
-            f"{len({r.label for r in group})} classes, {', '.join(map(str, steps))} steps, guidance "
-            f"{', '.join(f'{g:g}' for g in guidance)}, seeds {_span(sorted({r.seed for r in group}))}, "
-            f"{sum(r.retries for r in group)} retries, {sum(r.blocked for r in group)} still blocked by the "
-            f"safety checker and {sum(r.near_test_path is not None for r in group)} near-copies of a test "
-            "image (neither kind is ever trained on). Provenance: "
-            f"{_provenance(generator, group)}."
-        )
-    lines.append(f"synthetic/manifest.csv sha256 {file_hash(manifest)[:16]}.")
-    return lines
-
-
-def _provenance(generator: str, group: Sequence[SyntheticRow]) -> str:
-    if any(r.source_path is not None for r in group):
-        return IMAGE_TO_IMAGE_PROVENANCE
-    return GENERATOR_PROVENANCE.get(generator, "not recorded for this generator")
-
-
-def _span(values: Sequence[int]) -> str:
-    """Sorted distinct ints, briefly: a run as 'a-b', many scattered ones (per-image seeds) as a count."""
-    if len(values) > 3 and values[-1] - values[0] == len(values) - 1:
-        return f"{values[0]}-{values[-1]}"
-    if len(values) > 6:
-        return f"{len(values)} distinct per-image seeds"
-    return ", ".join(map(str, values))

@@ -68,10 +68,12 @@ def tuning_sets(params: Params, mix: Mix) -> TuningSets:
     """The mix's training images (real training split + synthetic set) less the held-out real ones,
     and the held-out real ones; never the test split."""
     real_rows = read_manifest(params.data.prepared_dir / "train.csv")
+    held = held_out_real(real_rows, params.tune.validation_fraction)
+    if mix.real > params.data.train_per_class:  # the extra-real control also takes the extra images
+        real_rows += read_manifest(params.data.prepared_dir / "extra.csv")
     synthetic_rows = (
         read_synthetic_manifest(params.generate.out_dir / "manifest.csv") if mix.synthetic else []
     )
-    held = held_out_real(real_rows, params.tune.validation_fraction)
     held_paths = {row.path for row in held}
     train = [
         image for image in training_images(real_rows, synthetic_rows, mix) if image.path not in held_paths
@@ -100,6 +102,9 @@ def load_tuning_data(params: Params, sets: TuningSets) -> TuningData:
         params.train.image_size,
         params.train.cache_dir,
     )
+    from synthmix.augment import with_copies
+
+    labelled = with_copies(labelled, [image.augment_seed for image in images], params.train.augment)
     count = len(sets.train)
     return TuningData(
         classes, labelled.subset(list(range(count))), labelled.subset(list(range(count, len(images))))

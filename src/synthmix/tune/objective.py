@@ -77,6 +77,7 @@ def objective(trial: optuna.Trial, task: TuningTask) -> float:
             num_classes=len(task.data.classes),
             train_cfg=task.params.train,
             on_epoch=on_epoch,
+            augment=task.params.train.augment if task.mix.online_augment else None,
         )
         final = result.history[-1]
         trial.set_user_attr("val_accuracy", final.eval_accuracy)
