@@ -50,7 +50,7 @@ SMALL_STUDY = {"mixes": ["3r0s", "3r1s"], "baseline": "3r0s", "redraw": ["real_s
 # What `generate` wrote for TINY_DDPM, images_per_class 3 and _project's data, recorded on the code
 # before synthmix.generate became a package (x86-64 CPU, the pinned torch/diffusers/Pillow; stable
 # across runs and thread counts). sha256 of each image, of manifest.csv and of each sample grid; the
-# manifest's re-recorded when it gained the blocked, source_path and near_test_* columns.
+# manifest's re-recorded when it gained the blocked, source_path, near_test_* and learned_from columns.
 RECORDED_TINY_DDPM_SET = {
     "synthetic/ankle_boot/0000.png": "95145d436e16e7c1d84726f2b0198a27f6dbee4e44dfcdb29d726a10df0aa064",
     "synthetic/ankle_boot/0001.png": "ef1e607756e715371275a5e1dca76bff0cf112841930739a75c874a939e6b731",
@@ -58,7 +58,7 @@ RECORDED_TINY_DDPM_SET = {
     "synthetic/b/0000.png": "589fd9ddd980bbd30a89840cf35ecdf0c771cae2286b7b5a0ccd7d191b4a0746",
     "synthetic/b/0001.png": "eb674086fbc0b58b8167602059db68a065ed433f53b0bf4236ed3e2b7172f976",
     "synthetic/b/0002.png": "e55b39561b591d891c3d2b5787617871844204fd1915e2456155879f707246ad",
-    "synthetic/manifest.csv": "0e124b2b91957db802e1eb39648e8308e7ec7d6027a8ce4e6a356f3470277844",
+    "synthetic/manifest.csv": "a3260dd6ad4deb9dca41e1666104a57b1b37c0c2192988ebebf4e5541ea49788",
     "samples/ankle_boot.png": "a6d3982f043c7f680fc6a089562e3fc1095e201ff5303c0c5c3824727f80675e",
     "samples/b.png": "781695292be0938f295cacf767cc77de708e6cb7492ba2cf5f0f9781cd1576de",
     "samples/grid.png": "7a8c6779a45bd3588ad7170420f4a98a73ebd08b4036466688706aef9ab06935",
@@ -422,7 +422,7 @@ def test_text2image_from_a_local_pipeline_directory(in_tmp, image_tree, tiny_sd)
 
 
 def test_image_to_image_mode_starts_from_the_real_images_of_the_smallest_mix(in_tmp, image_tree, tiny_sd):
-    study = {"mixes": ["4r0s", "2r3s", "0r3s"], "baseline": "4r0s"}  # smallest positive real count: 2
+    study = {**SMALL_STUDY, "mixes": ["4r0s", "2r3s", "0r3s"], "baseline": "4r0s"}  # smallest positive real: 2
     _project(in_tmp, image_tree, _t2i(tiny_sd, mode="image", strength=0.5), study=study)
     assert source_ranks(load_params("params.yaml")) == 2
     assert run(["generate"]) == 0

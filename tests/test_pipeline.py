@@ -42,7 +42,7 @@ TINY_PARAMS = {
         },
     },
     "study": {
-        "mixes": ["6r0s", "6r4s", "3r4s"],
+        "mixes": ["6r0s", "6r4s", "3r4s", "6r4a"],
         "models": ["cnn", "resnet50"],
         "seeds": [0, 1],
         "baseline": "6r0s",
@@ -123,13 +123,17 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_repro_runs_the_whole_study_and_a_second_repro_is_a_noop(repo: Path):
     runs = sorted(p.parent.relative_to(repo / "runs").as_posix() for p in (repo / "runs").glob("*/*/*/DONE"))
     expected = sorted(
-        f"{m}/{mix}/seed{s}" for m in ("cnn", "resnet50") for mix in ("6r0s", "6r4s", "3r4s") for s in (0, 1)
+        f"{m}/{mix}/seed{s}"
+        for m in ("cnn", "resnet50")
+        for mix in ("6r0s", "6r4s", "3r4s", "6r4a")
+        for s in (0, 1)
     )
     assert runs == expected
-    assert len(list((repo / "synthetic").glob("*/*.png"))) == 3 * 4
+    # 4 images a class for each of the two seeds: the generator's sampling seed is redrawn per replicate
+    assert len(list((repo / "synthetic").glob("*/*.png"))) == 3 * 4 * 2
     assert (repo / "reports" / "report.html").stat().st_size > 0
     metrics = json.loads((repo / "metrics.json").read_text())
-    assert set(metrics) == {"cnn", "resnet50"} and set(metrics["cnn"]) == {"6r0s", "6r4s", "3r4s"}
+    assert set(metrics) == {"cnn", "resnet50"} and set(metrics["cnn"]) == {"6r0s", "6r4s", "3r4s", "6r4a"}
 
     assert "up to date" in sh("dvc", "status", cwd=repo).stdout
     again = sh("dvc", "repro", cwd=repo).stdout
@@ -139,24 +143,26 @@ def test_repro_runs_the_whole_study_and_a_second_repro_is_a_noop(repo: Path):
     plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo).stdout)
     assert not plots.get("errors")
     assert "plots/mixes.csv" in plots["data"] and "plots/curves/cnn-6r4s.csv" in plots["data"]
+    assert {"reports/figures/headline.csv", "reports/figures/headline.png"} <= set(plots["data"])
 
 
 def test_exp_run_with_one_mix_trains_only_that_mix(repo: Path):
+    """An augmentation control, 2r2a, runs like any other mix."""
     done_before = {p: p.stat().st_mtime_ns for p in (repo / "runs").glob("*/*/*/DONE")}
-    result = sh("dvc", "exp", "run", "-S", "mix=2r2s", cwd=repo)
+    result = sh("dvc", "exp", "run", "-S", "mix=2r2a", cwd=repo)
     assert "Running stage 'prepare'" not in result.stdout
     assert "Running stage 'generate'" not in result.stdout
     assert "Running stage 'train'" in result.stdout
     new_runs = sorted(
-        p.parent.relative_to(repo / "runs").as_posix() for p in (repo / "runs").glob("*/2r2s/*/DONE")
+        p.parent.relative_to(repo / "runs").as_posix() for p in (repo / "runs").glob("*/2r2a/*/DONE")
     )
-    assert new_runs == [f"{m}/2r2s/seed{s}" for m in ("cnn", "resnet50") for s in (0, 1)]
+    assert new_runs == [f"{m}/2r2a/seed{s}" for m in ("cnn", "resnet50") for s in (0, 1)]
     # every run that existed before was reused, not retrained
     assert {p: p.stat().st_mtime_ns for p in done_before} == done_before
     metrics = json.loads((repo / "metrics.json").read_text())
-    assert "2r2s" in metrics["cnn"]
+    assert "2r2a" in metrics["cnn"]
     shown = sh("dvc", "exp", "show", "--json", cwd=repo).stdout
-    assert "2r2s" in shown
+    assert "2r2a" in shown
     sh("git", "checkout", "--", "params.yaml", "dvc.lock", cwd=repo)
     sh("dvc", "checkout", "-q", cwd=repo, check=False)
 
@@ -190,3 +196,48 @@ def test_mlflow_run_train_entry_point_logs_a_run(repo: Path):
     experiments = client.search_experiments()
     runs = client.search_runs([e.experiment_id for e in experiments], f"tags.`{tracking.MIX}` = '3r0s'")
     assert {r.data.tags.get(tracking.MODEL) for r in runs} == {"cnn", "resnet50"}
+
+
+# Compute-only settings: the scenario below keeps the repository's mixes, split sizes and controls.
+COMPUTE_ONLY = {
+    "generate": {"ddpm": TINY_PARAMS["generate"]["ddpm"]},
+    "study": {"models": ["cnn"], "seeds": [0, 1]},
+    "train": {"cnn": {"epochs": 2}},
+    "report": {"bootstrap_samples": 200},
+}
+
+
+def test_a_set_of_exactly_60_images_a_class_imports_and_runs_naming_the_control_it_cannot_run(tmp_path):
+    """The study's own shape: 30 train + 30 test a class leaves no extra real images (60r0s cannot run)
+    and no pool (the DDPM learns from the training split). Import, then the README's next command."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", "MLproject", "python_env.yaml", ".gitignore"):
+        shutil.copy(PROJECT / name, repo / name)
+    shutil.copytree(PROJECT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    project_params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params = _merged(project_params, COMPUTE_ONLY)
+    for key in ("mix", "data"):
+        assert params[key] == project_params[key]
+    assert params["study"]["mixes"] == project_params["study"]["mixes"]
+    assert "60r0s" in params["study"]["mixes"] and "30r30a" in params["study"]["mixes"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", "-b", "main", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    sh("dvc", "config", "core.analytics", "false", cwd=repo)
+    downloads = tmp_path / "animals" / "animals"
+    rng = np.random.default_rng(1)
+    for c, label in enumerate(["cat", "dog", "owl"]):
+        for i in range(60):
+            pixels = rng.integers(0, 80, size=(16, 16), dtype=np.uint8)
+            pixels[3 + c * 4 : 7 + c * 4, 2:14] += 150
+            (downloads / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels, "L").save(downloads / label / f"{i:02d}.jpg", quality=95)
+    sh("synthmix", "data", "import", str(tmp_path / "animals"), cwd=repo)
+    sh("dvc", "repro", cwd=repo)
+    runs = {p.parent.parent.name for p in (repo / "runs").glob("cnn/*/*/DONE")}
+    assert runs == {"30r0s", "30r15s", "30r30s", "15r30s", "0r30s", "30r30a"}
+    report = (repo / "reports" / "report.md").read_text()
+    assert "60r0s" in report and "could not run" in report
+    assert "30 real images a class beyond the 30 training and 30 test ones" in " ".join(report.split())
+    assert "classifier's own training split" in " ".join(report.split())

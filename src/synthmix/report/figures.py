@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from synthmix.report.stats import Interval
 
@@ -261,6 +262,7 @@ class Line:
     label: str
     x: Sequence[float]
     intervals: Sequence[Interval]
+    names: Sequence[str]  # each point's mix, written beside it
 
 
 @dataclass(frozen=True)
@@ -281,9 +283,10 @@ class Panel:
 def headline_figure(title: str, panels: Sequence[Panel], ylabel: str, band: str, path: Path) -> Path:
     """One panel per model: the metric against synthetic images a class, one line per real count with
     its interval as a band, each control a dashed horizontal line (band: its interval) with its label."""
-    fig = Figure(figsize=(5.6 * len(panels) + 0.6, 4.6))
+    fig = Figure(figsize=(5.6 * len(panels) + 0.6, 4.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
     for ax, panel in zip(axes, panels, strict=True):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for i, line in enumerate(panel.lines):
             colour = PALETTE[i % len(PALETTE)]
             mean = np.array([iv.mean for iv in line.intervals])
@@ -293,6 +296,10 @@ def headline_figure(title: str, panels: Sequence[Panel], ylabel: str, band: str,
             ax.fill_between(line.x, low, high, color=colour, alpha=0.15, linewidth=0)
             if len(line.x) == 1:  # a band needs two points: an error bar for a lone mix
                 ax.errorbar(line.x, mean, yerr=[mean - low, high - mean], color=colour, capsize=3)
+            for x, y, name in zip(line.x, mean, line.names, strict=True):
+                ax.annotate(
+                    name, (x, y), xytext=(4, -9), textcoords="offset points", fontsize=7, color=colour
+                )
         for j, ref in enumerate(panel.references):
             colour = PALETTE[(len(panel.lines) + j) % len(PALETTE)]
             iv = ref.interval

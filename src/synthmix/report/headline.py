@@ -74,6 +74,7 @@ def _panel(results: Results, model: str, label: str, rows: Sequence[Point]) -> f
                 f"{real} real",
                 [p.cell.mix.synthetic for p in line],
                 [results.intervals[p.cell][results.primary] for p in line],
+                [p.cell.mix.name for p in line],
             )
         )
     references = [
@@ -104,10 +105,11 @@ def draw_headline(results: Results, out: Path) -> FigureRef:
             if p.kind not in (controls.SYNTHETIC, controls.REAL_ONLY)
         }
     )
-    shown = f"; dashed: the controls ({', '.join(refs)}), their intervals shaded" if refs else ""
+    listed = f"{', '.join(refs[:-1])} and {refs[-1]}" if len(refs) > 1 else "".join(refs)
+    shown = f"; dashed: the controls, {listed}, their intervals shaded" if refs else ""
     return FigureRef(
         FIGURE,
-        f"{label} against synthetic images a class, one line per real count (the mixes of real and "
+        f"{label[0].upper()}{label[1:]} against synthetic images a class, one line per real count (the mixes of real and "
         f"synthetic images), one panel per model{shown}. Mean over replicates with its "
         f"{results.confidence:.0%} Student-t interval as a band; its numbers are in {DATA.name}, beside the figure's PNG.",
     )
@@ -143,9 +145,8 @@ def augmentation_sentences(results: Results) -> list[str]:
         if k is None:
             have = {c.mix for c in results.cells if c.model == model and c.source == source}
             missing = " and ".join(str(m) for m in (target, control) if m not in have)
-            out.append(
-                f"{who}: whether {target} beats the augmentation control {control} is unknown: no runs of {missing}."
-            )
+            why = f"no runs of {missing}" if missing else "their runs share no replicate"
+            out.append(f"{who}: whether {target} beats the augmentation control {control} is unknown: {why}.")
             continue
         d = k.differences[results.primary]
         if not results.significant(k):
@@ -158,7 +159,7 @@ def augmentation_sentences(results: Results) -> list[str]:
                 else "augmentation beat the synthetic images here"
             )
             then = f"so {then}" + (" (exploratory)" if results.family.exploratory else "")
-        then = "" if d.no_variance else f"; {then}"
+        then = "" if d.no_variance else f", {then}"
         out.append(
             f"{who}: does adding {target.synthetic} synthetic images a class beat augmenting the real ones? "
             f"{target} vs the augmentation control {control} ({control.real} real images and "

@@ -12,12 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from synthmix.config import Params
-from synthmix.generate.manifest import (
-    GENERATOR_PROVENANCE,
-    IMAGE_TO_IMAGE_PROVENANCE,
-    SyntheticRow,
-    read_synthetic_manifest,
-)
+from synthmix.generate.manifest import SyntheticRow, read_synthetic_manifest
+from synthmix.generate.manifest import provenance as row_provenance
 from synthmix.report.cells import Cell, StudyRuns
 from synthmix.report.comparisons import Results
 from synthmix.report.wording import model_name, model_names
@@ -46,10 +42,7 @@ def training_budget(results: Results) -> str:
             f"epochs (optimiser steps a run, {steps})."
         )
     if budgets == ["epochs"]:
-        epochs = "; ".join(
-            f"{names[m]} {_span(sorted({int(r.hyperparameters.get('epochs', 0)) for c in cells if c.model == m for r in c.runs}))}"
-            for m in by_model
-        )
+        epochs = "; ".join(f"{names[m]} {_span(_epochs(cells, m))} epochs" for m in by_model)
         return (
             f"Training budget: every run trained for its model's epochs ({epochs}), so a mix with more "
             f"images a class also took more optimiser steps (optimiser steps a run, {steps}): a gain of a "
@@ -63,6 +56,12 @@ def training_budget(results: Results) -> str:
     return (
         f"Training budget: not the same for every run ({listed}; optimiser steps a run, {steps}), so "
         "changes between mixes of different budgets mix the effect of the images with that of compute."
+    )
+
+
+def _epochs(cells: Sequence[Cell], model: str) -> list[int]:
+    return sorted(
+        {int(r.hyperparameters.get("epochs", 0)) for c in cells if c.model == model for r in c.runs}
     )
 
 
@@ -138,9 +137,10 @@ def generator_lines(manifest: Path) -> list[str]:
 
 
 def _provenance(generator: str, group: Sequence[SyntheticRow]) -> str:
-    if any(r.source_path is not None for r in group):
-        return IMAGE_TO_IMAGE_PROVENANCE
-    return GENERATOR_PROVENANCE.get(generator, "not recorded for this generator")
+    """What the generator's images derive from (one generator's rows share it; an image-to-image row
+    names its source)."""
+    made_from_images = [r for r in group if r.source_path is not None]
+    return row_provenance((made_from_images or list(group))[0])
 
 
 def _span(values: Sequence[int]) -> str:

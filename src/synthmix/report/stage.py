@@ -78,7 +78,8 @@ def write_report(params: Params, log_to_mlflow: bool = True) -> ReportResult:
 
 def compute(params: Params, runs: StudyRuns) -> Results:
     """Cells, their intervals over replicates and every planned paired comparison, with the declared
-    family (report.primary_metric, every study mix against the baseline) carrying the verdicts."""
+    family (report.primary_metric, every study mix against the baseline and every synthetic study mix
+    against its augmentation control) carrying the verdicts."""
     cfg = params.report
     cells = group_cells(runs.selected, list(params.study.models), report_mixes(params))
     family = declared_family(cfg.primary_metric, params.study.baseline, params.study.mixes, params.mix)

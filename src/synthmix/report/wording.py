@@ -38,6 +38,10 @@ _REDRAW_NAMES = {
         "which of the generated pool's images every mix takes (a mix taking the whole pool holds the same "
         "ones in every replicate)"
     ),
+    "generator_seed": (
+        "the generated images themselves (each replicate takes its own block of images, sampled with seeds "
+        "no other replicate uses)"
+    ),
 }
 
 
