@@ -70,15 +70,17 @@ def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess
     return result
 
 
-def _write_tiny_images(root: Path) -> None:
-    """3 classes x 12 distinct images with a class-dependent pattern, so a classifier can learn something."""
-    rng = np.random.default_rng(0)
-    for c, label in enumerate(["circle", "cross", "square"]):
-        for i in range(12):
+def _write_tiny_images(
+    root: Path, labels=("circle", "cross", "square"), count: int = 12, suffix: str = ".png", seed: int = 0
+) -> None:
+    """`count` distinct images a class with a class-dependent pattern, so a classifier can learn something."""
+    rng = np.random.default_rng(seed)
+    for c, label in enumerate(labels):
+        for i in range(count):
             pixels = rng.integers(0, 80, size=(16, 16), dtype=np.uint8)
-            pixels[4 + c * 3 : 8 + c * 3, 2:14] += 150
+            pixels[3 + c * 4 : 7 + c * 4, 2:14] += 150
             (root / label).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels, "L").save(root / label / f"{i:02d}.png")
+            Image.fromarray(pixels, "L").save(root / label / f"{i:02d}{suffix}", quality=95)
 
 
 def _merged(base: dict, overrides: dict) -> dict:
@@ -225,14 +227,7 @@ def test_a_set_of_exactly_60_images_a_class_imports_and_runs_naming_the_control_
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     sh("dvc", "init", "-q", cwd=repo)
     sh("dvc", "config", "core.analytics", "false", cwd=repo)
-    downloads = tmp_path / "animals" / "animals"
-    rng = np.random.default_rng(1)
-    for c, label in enumerate(["cat", "dog", "owl"]):
-        for i in range(60):
-            pixels = rng.integers(0, 80, size=(16, 16), dtype=np.uint8)
-            pixels[3 + c * 4 : 7 + c * 4, 2:14] += 150
-            (downloads / label).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels, "L").save(downloads / label / f"{i:02d}.jpg", quality=95)
+    _write_tiny_images(tmp_path / "animals" / "animals", ("cat", "dog", "owl"), 60, ".jpg", seed=1)
     sh("synthmix", "data", "import", str(tmp_path / "animals"), cwd=repo)
     sh("dvc", "repro", cwd=repo)
     runs = {p.parent.parent.name for p in (repo / "runs").glob("cnn/*/*/DONE")}
