@@ -117,7 +117,9 @@ def bench_text2image(cfg: Text2ImageConfig, images: int, device: str) -> list[li
         pipe.to(torch.float16).save_pretrained(saved, variant="fp16")
         del pipe
         # The defaults: fp32, the classic attention processor, one image per call.
-        default = StableDiffusionPipeline.from_pretrained(saved, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False).to(device)
+        default = StableDiffusionPipeline.from_pretrained(
+            saved, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False
+        ).to(device)
         default.unet.set_attn_processor(AttnProcessor())
         default.set_progress_bar_config(disable=True)
         # The project's path: load_pipeline picks the fp16 variant and SDPA on CUDA; batches of cfg.batch_size.
@@ -141,7 +143,14 @@ def bench_text2image(cfg: Text2ImageConfig, images: int, device: str) -> list[li
                     torch.cuda.synchronize()
 
             seconds = best_of(1, run)
-            rows.append([f"SD1.5 {cfg.size}px, {cfg.steps} steps", name, seconds / (calls * batch), calls * batch / seconds])
+            rows.append(
+                [
+                    f"SD1.5 {cfg.size}px, {cfg.steps} steps",
+                    name,
+                    seconds / (calls * batch),
+                    calls * batch / seconds,
+                ]
+            )
     return rows
 
 
@@ -151,7 +160,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=3, help="DDPM sampling chunks to time (best of).")
     parser.add_argument("--classes", type=int, default=10, help="Classes of the DDPM's class embedding.")
     parser.add_argument("--sd-images", type=int, default=8, help="Images per text-to-image setting (CUDA).")
-    parser.add_argument("--sd-device", default="cuda", help="Device of the text-to-image part (cpu: a smoke run).")
+    parser.add_argument(
+        "--sd-device", default="cuda", help="Device of the text-to-image part (cpu: a smoke run)."
+    )
     parser.add_argument("--sd-size", type=int, default=None, help="Override generate.text2image.size.")
     parser.add_argument("--sd-steps", type=int, default=None, help="Override generate.text2image.steps.")
     args = parser.parse_args()

@@ -422,7 +422,11 @@ def test_text2image_from_a_local_pipeline_directory(in_tmp, image_tree, tiny_sd)
 
 
 def test_image_to_image_mode_starts_from_the_real_images_of_the_smallest_mix(in_tmp, image_tree, tiny_sd):
-    study = {**SMALL_STUDY, "mixes": ["4r0s", "2r3s", "0r3s"], "baseline": "4r0s"}  # smallest positive real: 2
+    study = {
+        **SMALL_STUDY,
+        "mixes": ["4r0s", "2r3s", "0r3s"],
+        "baseline": "4r0s",
+    }  # smallest positive real: 2
     _project(in_tmp, image_tree, _t2i(tiny_sd, mode="image", strength=0.5), study=study)
     assert source_ranks(load_params("params.yaml")) == 2
     assert run(["generate"]) == 0
