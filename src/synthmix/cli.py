@@ -1,11 +1,13 @@
 """The `synthmix` command line: one thin subcommand per pipeline stage.
 
 Each command reads params.yaml once into typed config, calls the module that does the work, and
-turns a UserError into a one-paragraph message with exit code 2 (never a traceback).
+turns a UserError into a one-paragraph message with exit code 2 (never a traceback); so too a write
+that found the disk full or the file-size limit reached, wherever in the stage or its libraries.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import typer
 from rich.console import Console
 
 from synthmix.config import Params, load_params
-from synthmix.errors import UserError
+from synthmix.errors import UserError, full_disk_error
 
 app = typer.Typer(
     name="synthmix",
@@ -270,14 +272,23 @@ def check_params(params_file: Path = PARAMS_OPTION) -> None:
     )
 
 
+class _FullDiskLogged(logging.Filter):
+    """Drops a library's log record of a full-disk error with its traceback (MLflow logs SQLite's
+    before raising it): the error reaches `run`, which reports it once, as a message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[1] and full_disk_error(record.exc_info[1]))
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code; user errors print a message and return 2."""
+    """Run the CLI and return its exit code; user errors (a full disk among them) print a message and
+    return 2."""
     warnings.simplefilter("default")
+    logging.getLogger("mlflow.store.db.utils").addFilter(_FullDiskLogged())
     try:
         result = app(args=argv, standalone_mode=False, prog_name="synthmix")
     except UserError as exc:
-        console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 2
+        return _user_error(exc)
     except click.exceptions.Abort:
         console.print("Aborted.")
         return 130
@@ -286,7 +297,17 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except Exception as exc:
+        full_disk = full_disk_error(exc)
+        if full_disk is None:
+            raise
+        return _user_error(full_disk)
     return result if isinstance(result, int) else 0
+
+
+def _user_error(exc: UserError) -> int:
+    console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+    return 2
 
 
 def main() -> None:

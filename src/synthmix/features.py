@@ -3,6 +3,8 @@
 A frozen backbone (models.ModelEntry.frozen_backbone) gives the same features for an image in every
 epoch, mix and run, so its head trains on cached features. The cache key holds everything the features
 depend on: the backbone, its exact weights (or random seed), the input size and the preprocessing.
+Each entry is checked when read (images.read_cache_entry: float32, the backbone's feature length, all
+finite); a bad one is deleted and computed again, with a warning naming it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import numpy as np
 import torch
 
 from synthmix.config import TrainConfig
-from synthmix.files import atomic_path, sha256_json
-from synthmix.images import LabelledImages
+from synthmix.files import sha256_json, write_array
+from synthmix.images import LabelledImages, read_cache_entry
 from synthmix.models import MODELS, BackboneWeights, FrozenBackboneClassifier
 
 FEATURE_BATCH = 64
@@ -47,12 +49,14 @@ def backbone_features(
     """The backbone's features of every image (N, D), computed once per unique image and cached."""
     features: dict[str, np.ndarray] = {}
     todo: dict[str, int] = {}
+    length = model.head[-1].in_features
     for i, sha in enumerate(images.keys):
         if sha in features or sha in todo:
             continue
         path = cached_feature_path(cache_dir, key, sha)
-        if path.exists():
-            features[sha] = np.load(path)
+        cached = read_cache_entry(path, np.float32, (length,), "computing these features again")
+        if cached is not None:
+            features[sha] = cached
         else:
             todo[sha] = i
     if todo:
@@ -67,12 +71,10 @@ def backbone_features(
             ).numpy()
         for sha, row in zip(todo, computed, strict=True):
             target = cached_feature_path(cache_dir, key, sha)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, row)
+            write_array(row, target)
             features[sha] = row
     if not images.keys:
-        return torch.zeros(0, model.head[-1].in_features)
+        return torch.zeros(0, length)
     return torch.from_numpy(np.stack([features[sha] for sha in images.keys]))
 
 

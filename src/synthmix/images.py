@@ -3,10 +3,14 @@
 The cache holds one file per (content hash, size) under `<cache_dir>/images/<size>/`, so a second mix,
 seed or epoch never decodes a file again, an interrupted load keeps what it finished, and two
 processes filling the cache at once cannot corrupt it (every write is a temp file + os.replace).
+Every entry is checked when read (`read_cache_entry`: it loads whole, with the dtype and shape it must
+have), so one a full disk or another tool damaged is deleted and rebuilt with a warning naming it; and a
+source file is hashed when it is decoded, so a file changed since its manifest row never fills the cache.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +20,7 @@ import torch
 
 from synthmix.data import decode_array
 from synthmix.errors import UserError
-from synthmix.files import atomic_path
+from synthmix.files import sha256_file, write_array
 from synthmix.progress import progress
 
 
@@ -64,9 +68,11 @@ def load_images(
     for path, sha in zip(paths, sha256s, strict=True):
         if sha in arrays:
             continue
-        cached = cached_image_path(cache_dir, sha, size)
-        if cached.exists():
-            arrays[sha] = np.load(cached)
+        cached = read_cache_entry(
+            cached_image_path(cache_dir, sha, size), np.uint8, (size, size, 3), f"decoding {path} again"
+        )
+        if cached is not None:
+            arrays[sha] = cached
         else:
             arrays[sha] = np.empty(0)  # placeholder: keeps first-seen order, filled below
             missing.append((path, sha))
@@ -77,21 +83,63 @@ def load_images(
     return LabelledImages(images, torch.as_tensor(list(labels), dtype=torch.long), tuple(sha256s))
 
 
-def _decode_and_cache(path: Path, sha256: str, size: int, cache_dir: Path) -> np.ndarray:
+def read_cache_entry(
+    path: Path, dtype: type[np.generic], shape: Sequence[int | None], rebuild: str
+) -> np.ndarray | None:
+    """The array cached at `path`, or None when there is none or it is bad: it does not load whole
+    (truncated, empty, not a .npy file), or has another dtype or shape (None: any length) or, for floats,
+    a NaN or an infinity. A bad entry is deleted with one warning naming it and what is done instead
+    (`rebuild`, e.g. "decoding data/3/0012.png again"), so the caller rebuilds it like a missing one."""
+    if not path.exists():
+        return None
     try:
-        array = decode_array(path, size)
+        with open(path, "rb") as fh:
+            array = np.load(fh, allow_pickle=False)
+            problem = _entry_problem(array, np.dtype(dtype), tuple(shape))
+    except Exception as exc:  # whatever a torn or foreign file raises: the entry is rebuilt either way
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+    if problem is None:
+        return array
+    path.unlink(missing_ok=True)
+    warnings.warn(f"Bad cache entry {path} ({problem}): deleted, {rebuild}.", stacklevel=3)
+    return None
+
+
+def _entry_problem(array: object, dtype: np.dtype, shape: tuple[int | None, ...]) -> str | None:
+    if not isinstance(array, np.ndarray):
+        return "not a single array"
+    expected = "(" + ", ".join("N" if n is None else str(n) for n in shape) + ")"
+    if array.dtype != dtype or array.ndim != len(shape):
+        return f"{array.dtype} {array.shape}, expected {dtype} {expected}"
+    if any(n is not None and n != actual for n, actual in zip(shape, array.shape, strict=True)):
+        return f"shape {array.shape}, expected {expected}"
+    if np.issubdtype(dtype, np.floating) and not np.isfinite(array).all():
+        return "holds NaN or infinite values"
+    return None
+
+
+def _decode_and_cache(path: Path, sha256: str, size: int, cache_dir: Path) -> np.ndarray:
+    """Decode `path`, after checking that it still holds the content its manifest row hashed."""
+    try:
+        actual = sha256_file(path)
     except FileNotFoundError:
         raise UserError(
             f"Image {path} is listed in a manifest but missing. Run `dvc pull` (or `dvc checkout`) to "
             "restore it, or rerun `synthmix prepare` / `synthmix generate` to rebuild the manifests."
         ) from None
+    if actual != sha256:
+        raise UserError(
+            f"Image {path} has changed since its manifest was written (sha256 {actual[:12]}..., the "
+            f"manifest says {sha256[:12]}...). Restore it with `dvc checkout`, or rerun `synthmix "
+            "prepare` (a real image) or `synthmix generate` (a synthetic one) to rebuild the manifests."
+        )
+    try:
+        array = decode_array(path, size)
     except ValueError as reason:
         raise UserError(
-            f"Image {path} cannot be decoded ({reason}). It was usable when the manifest was written, so "
-            "the file has changed since: restore it with `dvc checkout` or rerun `synthmix prepare`."
+            f"Image {path} cannot be decoded ({reason}), though it holds what its manifest recorded. "
+            "Rerun `synthmix prepare` to check the data set again."
         ) from None
     target = cached_image_path(cache_dir, sha256, size)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, array)
+    write_array(array, target)
     return array

@@ -19,7 +19,7 @@ import numpy as np
 
 from synthmix.errors import UserError
 from synthmix.evaluate import FINAL_METRICS, Evaluation
-from synthmix.files import write_csv, write_json
+from synthmix.files import write_csv, write_json, write_text
 from synthmix.mixes import Mix
 
 RUN_JSON = "run.json"
@@ -195,7 +195,7 @@ def write_results(
 def finish(run_dir: Path, record: RunRecord) -> None:
     """run.json, then DONE (last: from here on the run counts as finished)."""
     write_json(record.to_json(), run_dir / RUN_JSON)
-    (run_dir / DONE).write_text(record.fingerprint + "\n")
+    write_text(record.fingerprint + "\n", run_dir / DONE)
 
 
 def write_run(

@@ -3,6 +3,11 @@
 metrics.json: {model: {mix: {<metric>_mean, <metric>_std, seeds, weights}}} (`dvc metrics show`);
 plots/curves/<model>-<mix>.csv: per-epoch curves; plots/mixes.csv: one row of means per (model, mix)
 (`dvc plots show`). Tuned runs appear under "<model>-tuned".
+
+Several `synthmix train` processes may share one workspace (`mlflow run -e train -P mix=...` for two
+mixes at once). Each writes the summaries of the runs it selected, under a lock (`.metrics.json.lock`
+beside metrics.json) and each file atomically: metrics.json, plots/mixes.csv and plots/curves/ always
+describe one writer's whole selection, that of the writer that finished last, never a mix of two.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from synthmix.evaluate import FINAL_METRICS
-from synthmix.files import write_csv, write_json
+from synthmix.files import locked, write_csv, write_json
 from synthmix.rundir import HISTORY_FIELDS, Run, read_history
 
 PLOTS_MIXES = "mixes.csv"
@@ -33,14 +38,14 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def write_summaries(runs: Sequence[Run], metrics_path: Path, plots_dir: Path) -> None:
-    """metrics.json, plots/curves/<model>-<mix>.csv and plots/mixes.csv from the finished runs."""
+    """metrics.json, plots/curves/<model>-<mix>.csv and plots/mixes.csv from the finished runs,
+    replacing every summary another process wrote (see the module's docstring)."""
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
         groups[(summary_key(run), run.mix.name)].append(run)
     summary: dict[str, dict[str, dict[str, float | int | str]]] = {}
     mixes_rows = []
-    curves_dir = plots_dir / PLOTS_CURVES
-    wanted_curves = set()
+    curves: dict[str, np.ndarray] = {}
     for (model, mix), group in groups.items():
         entry: dict[str, float | int | str] = {}
         means = []
@@ -55,12 +60,14 @@ def write_summaries(runs: Sequence[Run], metrics_path: Path, plots_dir: Path) ->
         mixes_rows.append((model, mix, *means))
         histories = [read_history(r.dir) for r in group]
         epochs = min(len(h) for h in histories)
-        mean_curve = np.mean([h[:epochs] for h in histories], axis=0)
-        name = f"{model}-{mix}.csv"
-        wanted_curves.add(name)
-        write_csv(HISTORY_FIELDS, ([int(row[0]), *row[1:].tolist()] for row in mean_curve), curves_dir / name)
-    for stale in curves_dir.glob("*.csv"):  # curves of mixes no longer selected would mislead
-        if stale.name not in wanted_curves:
-            stale.unlink()
-    write_json(summary, metrics_path)
-    write_csv(("model", "mix", *FINAL_METRICS), sorted(mixes_rows), plots_dir / PLOTS_MIXES)
+        curves[f"{model}-{mix}.csv"] = np.mean([h[:epochs] for h in histories], axis=0)
+    curves_dir = plots_dir / PLOTS_CURVES
+    with locked(metrics_path):
+        for name, mean_curve in curves.items():
+            rows = ([int(row[0]), *row[1:].tolist()] for row in mean_curve)
+            write_csv(HISTORY_FIELDS, rows, curves_dir / name)
+        for stale in curves_dir.glob("*.csv"):  # curves of mixes no longer selected would mislead
+            if stale.name not in curves:
+                stale.unlink(missing_ok=True)
+        write_csv(("model", "mix", *FINAL_METRICS), sorted(mixes_rows), plots_dir / PLOTS_MIXES)
+        write_json(summary, metrics_path)

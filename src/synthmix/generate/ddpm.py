@@ -6,6 +6,9 @@ Training is resumable: every `checkpoint_every` steps the model, its EMA copy an
 go to `<checkpoint_dir>/checkpoint-<step>/` as safetensors, and every random draw of step s comes from
 a generator seeded by (seed, s), so a resumed training equals an uninterrupted one exactly. The
 finished model (EMA weights) is `<checkpoint_dir>/final/`, loadable with `UNet2DModel.from_pretrained`.
+The last two checkpoints are kept: one that no longer loads (a truncated file, a missing one, a garbled
+fingerprint.json) is deleted with a warning naming it and training resumes from the one before (or
+from scratch), and a final model that no longer loads is rebuilt from the last checkpoint the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 MODEL_ID = "synthmix-ddpm"
 FINAL_DIR = "final"
 FINGERPRINT_FILE = "fingerprint.json"
+CHECKPOINT_PARTS = ("model", "ema", "optimizer")  # checkpoint-<step>/<part>.safetensors
 EMA_DECAY = 0.995
 WARMUP_STEPS = 50
 LOSS_LOG_EVERY = 10
@@ -123,17 +128,21 @@ def train_ddpm(
     """Train (or resume, or reuse) the DDPM on `images` (uint8 NxHxWx3) and return its final directory.
 
     A finished model with the same fingerprint is reused; checkpoints with another fingerprint (a
-    changed parameter or training set) are deleted and training starts over. `on_step(step)` runs
-    after every step (tests use it to interrupt training).
+    changed parameter or training set) are deleted and training starts over. A checkpoint or final
+    model that does not load is deleted with a warning, and training resumes from the newest
+    checkpoint that does. `on_step(step)` runs after every step (tests use it to interrupt training).
     """
     import torch
     import torch.nn.functional as F
 
     root = cfg.checkpoint_dir
     final = root / FINAL_DIR
-    if _fingerprint_of(final) == fingerprint:
-        return final
     _drop_stale_checkpoints(root, fingerprint)
+    if final.is_dir():
+        problem = _final_problem(final)
+        if problem is None:
+            return final
+        _discard(final, problem)
     root.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(seed)
@@ -223,32 +232,52 @@ def sample_ddpm(
 
 
 def _fingerprint_of(directory: Path) -> str | None:
-    path = directory / FINGERPRINT_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text()).get("fingerprint")
+    """The fingerprint a checkpoint or final model was saved with (None if it has none)."""
+    state = json.loads((directory / FINGERPRINT_FILE).read_text())
+    fingerprint = state.get("fingerprint") if isinstance(state, dict) else None
+    return fingerprint if isinstance(fingerprint, str) else None
+
+
+def _discard(directory: Path, problem: str) -> None:
+    """Delete a checkpoint or final model that does not load, with one warning naming it."""
+    shutil.rmtree(directory, ignore_errors=True)
+    instead = (
+        "rebuilding it from the last checkpoint that loads"
+        if directory.name == FINAL_DIR
+        else "resuming from the checkpoint before it (or from scratch)"
+    )
+    warnings.warn(f"DDPM checkpoint {directory} does not load ({problem}): deleted, {instead}.", stacklevel=3)
 
 
 def _drop_stale_checkpoints(root: Path, fingerprint: str) -> None:
-    """Delete checkpoints and a final model trained with other settings or data, so none is resumed."""
+    """Delete checkpoints and a final model trained with other settings or data, so none is resumed,
+    and those whose fingerprint.json does not read back (with a warning: they were damaged)."""
     if not root.exists():
         return
-    for entry in root.iterdir():
-        stale = entry.is_dir() and _fingerprint_of(entry) != fingerprint
-        if stale or entry.name.endswith(".tmp"):
+    for entry in sorted(root.iterdir()):
+        if entry.name.endswith(".tmp"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        elif entry.is_dir():
+            try:
+                stale = _fingerprint_of(entry) != fingerprint
+            except (OSError, ValueError) as exc:  # missing, unreadable, not JSON
+                _discard(entry, f"{FINGERPRINT_FILE}: {_one_line(exc)}")
+                continue
+            if stale:
+                shutil.rmtree(entry)
 
 
 def _checkpoint_dirs(root: Path, fingerprint: str) -> list[tuple[int, Path]]:
     found = []
     for entry in root.glob("checkpoint-*"):
-        if entry.is_dir() and _fingerprint_of(entry) == fingerprint:
+        if entry.is_dir() and entry.name.split("-")[1].isdigit() and _fingerprint_of(entry) == fingerprint:
             found.append((int(entry.name.split("-")[1]), entry))
     return sorted(found)
 
 
 def _save_checkpoint(root: Path, step: int, fingerprint: str, model, ema, optimizer) -> None:
-    """Write checkpoint-<step>/ under a temporary name and rename it (never half-written); keep the last."""
+    """Write checkpoint-<step>/ under a temporary name and rename it (never half-written); keep it and
+    the one before it (the fallback should it be damaged later)."""
     from safetensors.torch import save_file
 
     target = root / f"checkpoint-{step}"
@@ -256,31 +285,59 @@ def _save_checkpoint(root: Path, step: int, fingerprint: str, model, ema, optimi
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
-    save_file(_optimizer_tensors(optimizer), tmp / "optimizer.safetensors")
+    tensors = {
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": _optimizer_tensors(optimizer),
+    }
+    for part in CHECKPOINT_PARTS:
+        save_file({k: v.contiguous() for k, v in tensors[part].items()}, tmp / f"{part}.safetensors")
     # The fingerprint file is written last: a directory without it is never resumed.
     (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint, "step": step}))
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
-    for older_step, older in _checkpoint_dirs(root, fingerprint):
-        if older_step < step:
-            shutil.rmtree(older)
+    older = [directory for older_step, directory in _checkpoint_dirs(root, fingerprint) if older_step < step]
+    for directory in older[:-1]:
+        shutil.rmtree(directory)
 
 
 def _load_latest_checkpoint(root: Path, fingerprint: str, model, ema, optimizer) -> int:
-    """Restore the newest matching checkpoint into model/ema/optimizer; return its step (0 if none)."""
+    """Restore the newest matching checkpoint that loads into model/ema/optimizer; return its step (0
+    if none). One that does not load is deleted with a warning and the one before it tried."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    checkpoints = _checkpoint_dirs(root, fingerprint)
-    if not checkpoints:
-        return 0
-    step, directory = checkpoints[-1]
-    model.load_state_dict(load_file(directory / "model.safetensors"))
-    ema.load_state_dict(load_file(directory / "ema.safetensors"))
-    optimizer.load_state_dict(_optimizer_state(optimizer, load_file(directory / "optimizer.safetensors")))
-    return step
+    for step, directory in reversed(_checkpoint_dirs(root, fingerprint)):
+        try:
+            parts = {part: load_file(directory / f"{part}.safetensors") for part in CHECKPOINT_PARTS}
+        except (OSError, SafetensorError) as exc:  # a missing file; a torn one ("file not fully covered")
+            _discard(directory, _one_line(exc))
+            continue
+        model.load_state_dict(parts["model"])
+        ema.load_state_dict(parts["ema"])
+        optimizer.load_state_dict(_optimizer_state(optimizer, parts["optimizer"]))
+        return step
+    return 0
+
+
+def _final_problem(final: Path) -> str | None:
+    """Why the final model does not load (a missing or torn weights file, a garbled config), or None.
+    Opening the weights checks that the file covers every tensor its header lists, without reading them."""
+    from diffusers.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        json.loads((final / CONFIG_NAME).read_text())
+        with safe_open(final / SAFETENSORS_WEIGHTS_NAME, framework="pt"):
+            pass
+    except (OSError, ValueError, SafetensorError) as exc:
+        return _one_line(exc)
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ import csv
 import json
 import re
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -146,13 +147,21 @@ def write_image(path: Path, pixels: np.ndarray, record: ImageRecord) -> None:
 
 
 def read_record(path: Path, digest: str) -> ImageRecord | None:
-    """The record of a finished image made with these settings, else None (missing, other settings)."""
+    """The record of a finished image made with these settings, else None (missing, other settings,
+    or damaged: a PNG cut short, or that fails its checksums or does not decode, with a warning)."""
     if not path.exists():
         return None
     try:
         with Image.open(path) as img:
+            img.verify()  # every chunk there up to IEND, each with its checksum: fails on a file cut short
+        with Image.open(path) as img:
+            img.load()  # and every pixel decodes
             fields = json.loads(img.text.get(PNG_RECORD_KEY, "{}"))
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        warnings.warn(f"Synthetic image {path} is damaged ({reason}): it is made again.", stacklevel=2)
+        return None
+    if not isinstance(fields, dict):
         return None
     if fields.get("digest") != digest:
         return None
