@@ -278,7 +278,7 @@ def _checkpoint_dirs(root: Path, fingerprint: str) -> list[tuple[int, Path]]:
 def _save_checkpoint(root: Path, step: int, fingerprint: str, model, ema, optimizer) -> None:
     """Write checkpoint-<step>/ under a temporary name and rename it (never half-written); keep it and
     the one before it (the fallback should it be damaged later)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     target = root / f"checkpoint-{step}"
     tmp = root / f"checkpoint-{step}.tmp"
@@ -290,10 +290,18 @@ def _save_checkpoint(root: Path, step: int, fingerprint: str, model, ema, optimi
         "ema": ema.state_dict(),
         "optimizer": _optimizer_tensors(optimizer),
     }
-    for part in CHECKPOINT_PARTS:
-        save_file({k: v.contiguous() for k, v in tensors[part].items()}, tmp / f"{part}.safetensors")
-    # The fingerprint file is written last: a directory without it is never resumed.
-    (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint, "step": step}))
+    try:
+        for part in CHECKPOINT_PARTS:
+            # Serialised in memory, written by Python: a full disk then names the file it failed on.
+            data = save({k: v.contiguous() for k, v in tensors[part].items()})
+            with atomic_path(tmp / f"{part}.safetensors") as path:
+                path.write_bytes(data)
+        # The fingerprint file is written last: a directory without it is never resumed.
+        with atomic_path(tmp / FINGERPRINT_FILE) as path:
+            path.write_text(json.dumps({"fingerprint": fingerprint, "step": step}))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written checkpoint left behind
+        raise
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
@@ -361,9 +369,13 @@ def _save_final(final: Path, ema, fingerprint: str) -> None:
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    ema.save_pretrained(tmp, safe_serialization=True)
-    with atomic_path(tmp / FINGERPRINT_FILE) as path:
-        path.write_text(json.dumps({"fingerprint": fingerprint}))
+    try:
+        ema.save_pretrained(tmp, safe_serialization=True)
+        with atomic_path(tmp / FINGERPRINT_FILE) as path:
+            path.write_text(json.dumps({"fingerprint": fingerprint}))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
