@@ -63,7 +63,7 @@ def log_training_run(
     training: Sequence[TrainingImage],
     params: Params,
 ) -> str:
-    """One nested run under the active sweep run; returns its id."""
+    """One nested run under the active sweep run; returns its id. Interrupted, it ends KILLED."""
     tags = {
         tracking.STAGE: "train",
         tracking.MODEL: record.model,
@@ -73,7 +73,7 @@ def log_training_run(
         tracking.HYPERPARAMETER_SOURCE: record.hyperparameter_source,
         tracking.FINGERPRINT: record.fingerprint,
     }
-    with tracking.quiet(), mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+    with tracking.quiet(), tracking.mlflow_run(run_name=name, nested=True, tags=tags) as run:
         mlflow.log_params(
             {
                 "model": record.model,

@@ -2,7 +2,14 @@
 
 Every synthmix run carries the same `synthmix.*` tags (TAGS below), so `mlflow ui` can filter any
 stage's runs the same way (e.g. `tags."synthmix.stage" = "train"`). Stages call `stage_run` and never
-`mlflow.start_run` themselves.
+`mlflow.start_run` themselves; a run inside a stage's run opens with `mlflow_run`.
+
+A run ends FINISHED when its block completes, KILLED when it is interrupted (KeyboardInterrupt: Ctrl-C,
+or SIGTERM in a stage that turns it into one) and FAILED on any other error. A process killed outright
+(kill -9, the OOM killer) ends nothing: its runs stay RUNNING. Each run therefore records the process
+that owns it (PID, HOST, PROCESS_START), and a stage, as it starts, marks KILLED its own stage's RUNNING
+runs whose process is gone, and their RUNNING child runs (`mark_dead_runs`). Only runs of this host are
+checked: a process on another machine cannot be seen from here, so its runs are left as they are.
 """
 
 from __future__ import annotations
@@ -10,10 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
+import socket
 import subprocess
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +46,13 @@ HYPERPARAMETER_SOURCE = "synthmix.hyperparameter_source"
 FINGERPRINT = "synthmix.fingerprint"
 OPTUNA_STUDY = "synthmix.optuna_study"
 OPTUNA_STATE = "synthmix.optuna_state"  # a trial's end: COMPLETE | PRUNED | FAIL
+PID = "synthmix.pid"  # the process that owns the run
+HOST = "synthmix.host"  # socket.gethostname() of that process
+PROCESS_START = "synthmix.process_start"  # boot id and start tick (/proc): tells a reused pid apart
+FOUND_DEAD = "synthmix.found_dead"  # ISO time a later stage found the run RUNNING with its process gone
 BEST_PARAM = "synthmix.best."  # prefix: the best trial's value of each searched parameter
 PARAM_IMPORTANCES = "synthmix.param_importances"
+NOTE = "mlflow.note.content"  # the run's description in `mlflow ui`
 # MLflow 3 opens an experiment on its GenAI overview unless told it holds model training.
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
@@ -91,16 +107,178 @@ def stage_run(
 ) -> Iterator[Any]:
     """A stage's MLflow run with the provenance tags, `params` logged once; yields the active run.
 
-    The run ends FINISHED when the block completes and FAILED when it raises (MLflow's own rule).
+    First marks KILLED the runs of this stage left RUNNING by a process of this host that is gone
+    (`mark_dead_runs`). The run ends as `mlflow_run` ends it: FINISHED, KILLED or FAILED.
     """
     import mlflow
 
-    configure(experiment)
+    with interrupts_deferred():
+        experiment_id = configure(experiment)
+        mark_dead_runs(mlflow.MlflowClient(), experiment_id, stage)
     all_tags = {STAGE: stage, **provenance_tags(synthetic_manifest), **(tags or {})}
-    with mlflow.start_run(run_name=run_name or stage, tags=all_tags) as run:
+    with mlflow_run(run_name=run_name or stage, tags=all_tags) as run:
         if params:
-            mlflow.log_params(dict(params))
+            with interrupts_deferred():
+                mlflow.log_params(dict(params))
         yield run
+
+
+@contextmanager
+def mlflow_run(*, tags: Mapping[str, str] | None = None, **start_run: Any) -> Iterator[Any]:
+    """mlflow.start_run(**start_run) with `tags` and the process tags; yields the active run.
+
+    Ends it FINISHED when the block completes, KILLED on KeyboardInterrupt (Ctrl-C, or a SIGTERM the
+    stage turned into one) and FAILED on any other exception. (MLflow's own `with` calls both FAILED.)
+    Neither its start nor its end can be interrupted half done (`interrupts_deferred`).
+    """
+    import mlflow
+
+    run, status = None, "FAILED"
+    try:
+        with interrupts_deferred():
+            run = mlflow.start_run(tags={**process_tags(), **(tags or {})}, **start_run)
+        yield run
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if run is not None:
+            with interrupts_deferred():
+                _end_run(run, status)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM back until the block ends, then deliver them as they would
+    have been. For MLflow writes: interrupted inside one, MLflow leaves its SQLite database locked (the
+    next write waits 20 s, then fails) and a run half recorded. Outside the main thread, which alone
+    can set signal handlers, it holds nothing back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    interrupts = (signal.SIGINT, signal.SIGTERM)
+    handlers = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in interrupts}
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
+
+
+def _end_run(run: Any, status: str) -> None:
+    """End `run` with `status`; first any run still open above it, and, unless it finished, its child
+    runs left RUNNING: a child whose start or end an interrupt cut short, which would stay RUNNING (or
+    be ended FINISHED by MLflow's exit hook)."""
+    import mlflow
+
+    while (active := mlflow.active_run()) is not None:
+        mlflow.end_run(status)
+        if active.info.run_id == run.info.run_id:
+            break
+    if status != "FINISHED":
+        client = mlflow.MlflowClient()
+        for child in _running_children(client, run.info.experiment_id, run.info.run_id):
+            client.set_terminated(child.info.run_id, status)
+
+
+def process_tags() -> dict[str, str]:
+    """The tags that name the process owning a run, so a later stage can tell when it is gone."""
+    return {PID: str(os.getpid()), HOST: socket.gethostname(), PROCESS_START: _process_start(os.getpid())}
+
+
+def mark_dead_stage_runs(stage: str, experiment: str = EXPERIMENT) -> list[str]:
+    """`mark_dead_runs` for a stage that opens no run of its own this time (it has nothing to do), so
+    runs a killed stage left RUNNING still end. Creates nothing: no tracking database, no experiment."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    with interrupts_deferred():
+        return mark_dead_runs(client, found.experiment_id, stage) if found else []
+
+
+def mark_dead_runs(client: Any, experiment_id: str, stage: str) -> list[str]:
+    """Mark KILLED every RUNNING run of `stage` that a process of this host started and that process is
+    gone (killed outright: nothing ended its run), and their RUNNING child runs; returns their ids.
+
+    Each gets FOUND_DEAD (when it was found) and a note saying why. A run is left RUNNING when its pid
+    is alive (and, where /proc tells, started when the run's process did), when the pid belongs to
+    another user, or when it ran on another host: from here we cannot tell whether it is gone.
+    """
+    host = socket.gethostname()
+    running = _search(
+        client,
+        experiment_id,
+        f"attributes.status = 'RUNNING' AND tags.`{STAGE}` = '{stage}' AND tags.`{HOST}` = '{host}'",
+    )
+    dead = [
+        r for r in running if not _process_alive(r.data.tags.get(PID, ""), r.data.tags.get(PROCESS_START, ""))
+    ]
+    found = datetime.now(UTC).isoformat(timespec="seconds")
+    marked: list[str] = []
+    for run in dead:
+        children = _running_children(client, experiment_id, run.info.run_id)
+        note = (
+            f"synthmix found this run RUNNING at {found} with its process (pid {run.data.tags.get(PID)} on "
+            f"{host}) gone, killed before it could end the run, and marked it KILLED. Runs started on "
+            "another host are never marked: their processes cannot be checked from here."
+        )
+        for run_id in [run.info.run_id, *(c.info.run_id for c in children)]:
+            if run_id in marked:
+                continue
+            client.set_tag(run_id, FOUND_DEAD, found)
+            client.set_tag(run_id, NOTE, note)
+            client.set_terminated(run_id, "KILLED")
+            marked.append(run_id)
+    return marked
+
+
+def _running_children(client: Any, experiment_id: str, run_id: str) -> list[Any]:
+    running = f"attributes.status = 'RUNNING' AND tags.`mlflow.parentRunId` = '{run_id}'"
+    return _search(client, experiment_id, running)
+
+
+def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _process_alive(pid: str, start: str) -> bool:
+    """False only when process `pid` is certainly not the one that recorded `start`: no such process,
+    or (where /proc tells) one that started at another time, i.e. a reused pid. Unsure means alive."""
+    if os.name != "posix" or not pid.isdigit() or int(pid) <= 0:
+        return True  # on Windows os.kill(pid, 0) would signal the process, not probe it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's process
+        return True
+    current = _process_start(int(pid))
+    return not (start and current and current != start)
+
+
+def _process_start(pid: int) -> str:
+    """'<boot id>:<start tick>' of a process from /proc (Linux), '' where that cannot be read."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else ""
 
 
 @contextmanager

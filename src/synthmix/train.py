@@ -8,12 +8,18 @@ the model's params section, the code that trains and scores it).
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -175,7 +181,10 @@ def train_stage(
     fingerprints = {s: run_fingerprint(s, data, cfg, weights[s.model], code) for s in specs}
     todo = [s for s in specs if not rundir.is_finished(s.run_dir(cfg.runs_dir), fingerprints[s])]
     if todo:
-        _train_runs(params, data, todo, fingerprints)
+        with _sigterm_interrupts():
+            _train_runs(params, data, todo, fingerprints)
+    else:  # no MLflow run to open, yet the runs of a stage killed after its last run still end
+        tracking.mark_dead_stage_runs("train")
     finished = [rundir.read_run(s.run_dir(cfg.runs_dir)) for s in specs]
     write_summaries(finished, Path("metrics.json"), Path("plots"))
     return StageResult(
@@ -214,14 +223,7 @@ def with_step_budgets(specs: Sequence[RunSpec], data: StudyData, params: Params)
     baseline = params.study.baseline
     out = []
     for spec in specs:
-        base = next(
-            (
-                s
-                for s in specs
-                if (s.model, s.mix, s.seed, s.source) == (spec.model, baseline, spec.seed, s.source)
-            ),
-            spec,
-        )
+        base = next((s for s in specs if (s.model, s.mix, s.seed) == (spec.model, baseline, spec.seed)), spec)
         images = len(data.training[base.draw])
         out.append(replace(spec, max_steps=base.hp.epochs * math.ceil(images / base.hp.batch_size)))
     return out
@@ -264,33 +266,35 @@ def _train_runs(
             rundir.begin(spec.run_dir(cfg.runs_dir))
         jobs = [(spec, stores[spec.draw], test, len(data.classes), cfg) for spec in todo]
         test_paths, test_labels = [r.path for r in data.test_rows], test.labels.tolist()
-        for spec, result in progress(_fit_all(jobs, cfg.workers), "Training runs", total=len(todo)):
-            run_dir = spec.run_dir(cfg.runs_dir)
-            scores = evaluate(result.eval_logits, test.labels, data.classes)
-            history = [s.as_row() for s in result.history]
-            rundir.write_results(run_dir, scores, history, test_paths, test_labels, data.classes)
-            images = data.training[spec.draw]
-            record = rundir.RunRecord(
-                model=spec.model,
-                mix=spec.mix,
-                seed=spec.seed,
-                weights=result.weights_used,
-                hyperparameters=spec.hp.as_dict(),
-                hyperparameter_source=spec.source,
-                fingerprint=fingerprints[spec],
-                classes=data.classes,
-                train_images=len(images),
-                real_images=sum(t.source == "real" for t in images),
-                synthetic_images=sum(t.source == "synthetic" for t in images),
-                image_size=cfg.image_size,
-                augmented_images=sum(t.source == "augmented" for t in images),
-                augmentation=augment.describe(cfg.augment) if _augments(spec.mix) else "",
-                budget=cfg.budget,
-                optimizer_steps=result.steps,
-                mlflow_parent_run_id=parent.info.run_id,
-            )
-            run_id = log_training_run(spec.name, record, result, scores, run_dir, images, params)
-            rundir.finish(run_dir, record.with_mlflow_run(run_id))
+        with closing(_fit_all(jobs, cfg.workers)) as fitted:  # closed however the loop ends
+            for spec, result in progress(fitted, "Training runs", total=len(todo)):
+                with tracking.interrupts_deferred():  # a run is recorded whole, or not at all
+                    run_dir = spec.run_dir(cfg.runs_dir)
+                    scores = evaluate(result.eval_logits, test.labels, data.classes)
+                    history = [s.as_row() for s in result.history]
+                    rundir.write_results(run_dir, scores, history, test_paths, test_labels, data.classes)
+                    images = data.training[spec.draw]
+                    record = rundir.RunRecord(
+                        model=spec.model,
+                        mix=spec.mix,
+                        seed=spec.seed,
+                        weights=result.weights_used,
+                        hyperparameters=spec.hp.as_dict(),
+                        hyperparameter_source=spec.source,
+                        fingerprint=fingerprints[spec],
+                        classes=data.classes,
+                        train_images=len(images),
+                        real_images=sum(t.source == "real" for t in images),
+                        synthetic_images=sum(t.source == "synthetic" for t in images),
+                        image_size=cfg.image_size,
+                        augmented_images=sum(t.source == "augmented" for t in images),
+                        augmentation=augment.describe(cfg.augment) if _augments(spec.mix) else "",
+                        budget=cfg.budget,
+                        optimizer_steps=result.steps,
+                        mlflow_parent_run_id=parent.info.run_id,
+                    )
+                    run_id = log_training_run(spec.name, record, result, scores, run_dir, images, params)
+                    rundir.finish(run_dir, record.with_mlflow_run(run_id))
 
 
 def _load(items: Sequence[SplitRow | TrainingImage], data: StudyData, cfg: TrainConfig) -> LabelledImages:
@@ -330,6 +334,9 @@ def _fit_all(jobs: Sequence[FitJob], workers: int) -> Iterator[tuple[RunSpec, Fi
     per core by default: on 2 cores the study's 30 small runs take about half the time. Results do not
     depend on the worker count: every run is seeded on its own and computes the same ops. Workers are
     spawned, not forked, since forking a process that already used torch's thread pool can deadlock.
+
+    No worker outlives the stage: interrupted, failed or closed, this kills them mid-fit (their runs stay
+    unfinished, redone next time); killed outright, the stage takes them along (`_die_with_parent`).
     """
     count = min(workers or os.cpu_count() or 1, len(jobs))
     if count <= 1:
@@ -337,12 +344,52 @@ def _fit_all(jobs: Sequence[FitJob], workers: int) -> Iterator[tuple[RunSpec, Fi
             yield _fit_job(job)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
-        futures = [pool.submit(_fit_job, job) for job in jobs]
+    pool = ProcessPoolExecutor(count, context, initializer=_die_with_parent, initargs=(os.getpid(),))
+    try:
+        # workers start (in submit) with Ctrl-C blocked, so one pressed as they import cannot kill them
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if os.name == "posix" else None
         try:
-            for future in as_completed(futures):
-                yield future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+            futures = [pool.submit(_fit_job, job) for job in jobs]
+        finally:
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C meanwhile is delivered now
+        for future in as_completed(futures):
+            yield future.result()
+    except BaseException:  # KeyboardInterrupt, a run's error, or GeneratorExit from close()
+        for process in list((pool._processes or {}).values()):  # no public way to stop a running call
+            process.kill()
+            process.join()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker's initializer: die with the stage's process (`parent`), whatever kills it, and leave
+    Ctrl-C to it (the terminal signals the whole process group; the stage then kills its workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux") and ctypes.CDLL(None).prctl(1, signal.SIGKILL) == 0:  # PDEATHSIG
+        if os.getppid() != parent:  # it died before prctl: no signal will come
+            os._exit(1)
+        return
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """Where the kernel cannot signal a parent's death: poll for it every second."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (dvc, a scheduler, `kill`) stops the stage as Ctrl-C does, as a KeyboardInterrupt: its
+    workers die at once and its MLflow runs end KILLED. (Only the main thread may set a handler.)"""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
