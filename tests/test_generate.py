@@ -306,6 +306,43 @@ def test_killed_generation_resumes_to_exactly_the_uninterrupted_set(tmp_path, im
 
 
 @pytest.mark.slow
+def test_generation_killed_at_seeded_random_moments_resumes_to_the_uninterrupted_set(tmp_path, image_tree):
+    """SIGKILL during DDPM training, checkpointing and sampling, resumed each time: the same bytes, no
+    process left, no MLflow run left RUNNING (the next start marks a dead one KILLED)."""
+    import random
+
+    import mlflow
+
+    ddpm = {**TINY_DDPM, "train_steps": 40, "checkpoint_every": 5, "sample_batch_size": 1, "sample_steps": 6}
+    generate = {"images_per_class": 12, "ddpm": ddpm}
+    straight = _project(tmp_path / "straight", image_tree, generate)
+    killed = _project(tmp_path / "killed", image_tree, generate)
+    assert _synthmix("generate", cwd=straight).wait() == 0
+    moments = random.Random(0)
+    kills = 0
+    for _ in range(4):
+        victim = _synthmix("generate", cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            victim.wait(timeout=moments.uniform(3.0, 9.0))  # finished before its moment: nothing to kill
+        except subprocess.TimeoutExpired:
+            victim.send_signal(signal.SIGKILL)
+            assert victim.wait() == -signal.SIGKILL
+            kills += 1
+        assert not (killed / "synthetic" / "manifest.csv").exists() or victim.returncode == 0
+    assert kills >= 2, "the seeded moments must land mid-run"
+    assert _synthmix("generate", cwd=killed).wait() == 0
+    assert _hashes(killed / "synthetic") == _hashes(straight / "synthetic")
+    assert not [p for p in (killed / "synthetic").rglob("*") if p.name.startswith(".")]  # no temp files left
+    assert not list((killed / "models" / "ddpm").glob("*.tmp"))
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("synthmix")
+    running = client.search_runs(
+        [experiment.experiment_id], f"tags.`{tracking.STAGE}` = 'generate' and attributes.status = 'RUNNING'"
+    )
+    assert running == []
+
+
+@pytest.mark.slow
 def test_two_accelerate_processes_make_the_single_process_set(tmp_path, image_tree):
     generate = {"images_per_class": 5, "ddpm": TINY_DDPM}
     single = _project(tmp_path / "single", image_tree, generate)
