@@ -101,3 +101,9 @@ def test_every_dvc_stage_runs_a_cli_command_that_exists_and_has_help():
         assert result.returncode == 0, result.stderr
         first_line = (group.commands[command].help or "").strip().splitlines()[0]
         assert first_line[:40] in " ".join(result.stdout.split()), command
+
+
+def test_an_unknown_option_is_a_usage_error_not_a_traceback(in_tmp, capsys):
+    assert run(["train", "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option: --bogus" in err and "Traceback" not in err

@@ -116,11 +116,6 @@ def test_two_train_processes_on_other_mixes_equal_two_sequential_ones(tmp_path, 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="MLflow's SqlAlchemyStore creates a new database's tables without a lock: two processes that "
-    "open a fresh mlflow.db at once both migrate it and one fails (e.g. `duplicate column name: step`); "
-    "tracking.configure should create it under a lock. Not strict: the race can be missed.",
-)
 def test_two_processes_may_create_the_mlflow_database_together(tmp_path):
     script = "from synthmix import tracking; tracking.configure()"
     processes = [

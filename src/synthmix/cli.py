@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import typer
 from rich.console import Console
+from typer._click import exceptions as typer_click_exceptions
 
 from synthmix.config import Params, load_params
 from synthmix.errors import UserError, full_disk_error
@@ -280,6 +281,10 @@ class _FullDiskLogged(logging.Filter):
         return not (record.exc_info and record.exc_info[1] and full_disk_error(record.exc_info[1]))
 
 
+# typer (0.29) raises usage errors from its own vendored copy of click, not click's classes.
+_USAGE_ERRORS = tuple({click.exceptions.ClickException, typer_click_exceptions.ClickException})
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user errors (a full disk among them) print a message and
     return 2."""
@@ -289,13 +294,13 @@ def run(argv: list[str] | None = None) -> int:
         result = app(args=argv, standalone_mode=False, prog_name="synthmix")
     except UserError as exc:
         return _user_error(exc)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         console.print("Aborted.")
         return 130
-    except click.exceptions.ClickException as exc:
+    except _USAGE_ERRORS as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
     except Exception as exc:
         full_disk = full_disk_error(exc)

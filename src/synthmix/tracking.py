@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from synthmix.files import locked
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "synthmix"
 
@@ -70,6 +72,7 @@ def configure(experiment: str = EXPERIMENT) -> str:
     """
     import mlflow
 
+    _create_sqlite_database(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     outer_run = os.environ.get("MLFLOW_RUN_ID")
     if outer_run:
@@ -81,6 +84,35 @@ def configure(experiment: str = EXPERIMENT) -> str:
     if client.get_experiment(experiment_id).tags.get(_EXPERIMENT_KIND[0]) != _EXPERIMENT_KIND[1]:
         client.set_experiment_tag(experiment_id, *_EXPERIMENT_KIND)
     return experiment_id
+
+
+def _create_sqlite_database(uri: str) -> None:
+    """Build a new SQLite tracking database under a temporary name, one process at a time, and rename
+    it into place. MLflow creates its tables in place and without a lock: two processes opening a fresh
+    mlflow.db race (one fails), and a full disk half-way leaves a database no rerun can open."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.endswith(":memory:"):
+        return
+    path = Path(uri[len(prefix) :])
+    if path.exists():
+        return
+    with locked(path):
+        if path.exists():  # another process built it while this one waited
+            return
+        import mlflow
+
+        tmp = path.with_name(f".{path.name}.init-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            client = mlflow.MlflowClient(tracking_uri=f"{prefix}{tmp}")
+            client.search_experiments()  # creates and migrates the tables, and the Default experiment
+            engine = getattr(getattr(client._tracking_client, "store", None), "engine", None)
+            if engine is not None:
+                engine.dispose()  # no connection keeps the temporary name
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
 
 
 def provenance_tags(synthetic_manifest: Path | None = None) -> dict[str, str]:
