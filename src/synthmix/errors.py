@@ -10,6 +10,12 @@ import errno
 import os
 from collections.abc import Iterator
 
+
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line (for a one-line warning), or its type's name when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 # A write that failed for want of room: the disk is full, the user's quota is used up, or the file-size
 # limit (`ulimit -f`, RLIMIT_FSIZE) is reached.
 FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from synthmix.data import decode_array
-from synthmix.errors import UserError
+from synthmix.errors import UserError, one_line
 from synthmix.files import sha256_file, write_array
 from synthmix.progress import progress
 
@@ -97,7 +97,7 @@ def read_cache_entry(
             array = np.load(fh, allow_pickle=False)
             problem = _entry_problem(array, np.dtype(dtype), tuple(shape))
     except Exception as exc:  # whatever a torn or foreign file raises: the entry is rebuilt either way
-        problem = " ".join(str(exc).split()) or type(exc).__name__
+        problem = one_line(exc)
     if problem is None:
         return array
     path.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from synthmix.config import to_dict
+from synthmix.errors import one_line
 from synthmix.files import atomic_path
 from synthmix.progress import progress
 
@@ -261,7 +262,7 @@ def _drop_stale_checkpoints(root: Path, fingerprint: str) -> None:
             try:
                 stale = _fingerprint_of(entry) != fingerprint
             except (OSError, ValueError) as exc:  # missing, unreadable, not JSON
-                _discard(entry, f"{FINGERPRINT_FILE}: {_one_line(exc)}")
+                _discard(entry, f"{FINGERPRINT_FILE}: {one_line(exc)}")
                 continue
             if stale:
                 shutil.rmtree(entry)
@@ -320,7 +321,7 @@ def _load_latest_checkpoint(root: Path, fingerprint: str, model, ema, optimizer)
         try:
             parts = {part: load_file(directory / f"{part}.safetensors") for part in CHECKPOINT_PARTS}
         except (OSError, SafetensorError) as exc:  # a missing file; a torn one ("file not fully covered")
-            _discard(directory, _one_line(exc))
+            _discard(directory, one_line(exc))
             continue
         model.load_state_dict(parts["model"])
         ema.load_state_dict(parts["ema"])
@@ -340,12 +341,8 @@ def _final_problem(final: Path) -> str | None:
         with safe_open(final / SAFETENSORS_WEIGHTS_NAME, framework="pt"):
             pass
     except (OSError, ValueError, SafetensorError) as exc:
-        return _one_line(exc)
+        return one_line(exc)
     return None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:

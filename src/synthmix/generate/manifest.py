@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, PngImagePlugin
 
-from synthmix.errors import UserError
+from synthmix.errors import UserError, one_line
 from synthmix.files import atomic_path, write_csv
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def read_record(path: Path, digest: str) -> ImageRecord | None:
             img.load()  # and every pixel decodes
             fields = json.loads(img.text.get(PNG_RECORD_KEY, "{}"))
     except (OSError, ValueError, SyntaxError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = one_line(exc)
         warnings.warn(f"Synthetic image {path} is damaged ({reason}): it is made again.", stacklevel=2)
         return None
     if not isinstance(fields, dict):
