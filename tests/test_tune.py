@@ -304,6 +304,7 @@ def test_cli_if_enabled_does_nothing_but_create_the_file_when_tuning_is_off(proj
     "args,message",
     [
         (["--mix", "8r9s"], "generate.images_per_class"),
+        (["--mix", "12r0s"], "Mix 12r0s cannot run: it needs 4 real images a class beyond the 8 training"),
         (["--model", "vgg"], "Unknown model 'vgg'"),
         (["--storage", "nosuchdb://x"], "Cannot open the Optuna storage"),
     ],

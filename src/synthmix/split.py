@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from synthmix.data import (
     NEAR_DUPLICATE_DISTANCE,
@@ -36,6 +37,13 @@ from synthmix.errors import UserError
 from synthmix.files import write_json
 
 SPLITS = ("train", "test", "extra", "pool")
+
+
+class _HasRealCount(Protocol):
+    real: int
+
+
+M = TypeVar("M", bound=_HasRealCount)
 SUMMARY_NAME = "split.json"
 
 
@@ -103,6 +111,27 @@ class SplitSummary:
 
     def to_json(self) -> dict[str, object]:
         return {"asked": self.asked.__dict__, "classes": self.counts}
+
+
+def runnable(
+    mixes: Sequence[M], prepared_dir: Path, train_per_class: int, must_run: Sequence[M] = ()
+) -> list[M]:
+    """`mixes` less those the prepared split cannot serve (more real images a class than the training
+    and extra splits hold), each skipped with a warning that says why; the report names them too. A mix
+    in `must_run` (asked for by name, or the baseline) that cannot run is a UserError instead."""
+    if all(mix.real <= train_per_class for mix in mixes):
+        return list(mixes)
+    summary = read_split_summary(prepared_dir)
+    kept = []
+    for mix in mixes:
+        reason = summary.extra_shortfall(mix.real - train_per_class)
+        if reason is None:
+            kept.append(mix)
+        elif mix in must_run:
+            raise UserError(f"Mix {mix} cannot run: {reason}")
+        else:
+            warnings.warn(f"Mix {mix} is skipped: {reason}", stacklevel=3)
+    return kept
 
 
 def read_split_summary(prepared_dir: Path) -> SplitSummary:

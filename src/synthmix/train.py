@@ -16,7 +16,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import closing, contextmanager
@@ -38,7 +37,7 @@ from synthmix.images import LabelledImages, load_images
 from synthmix.mixes import Mix, TrainingImage, training_images
 from synthmix.models import MODELS
 from synthmix.progress import progress
-from synthmix.split import read_split_summary
+from synthmix.split import runnable
 from synthmix.summaries import write_summaries
 
 
@@ -200,19 +199,8 @@ def runnable_mixes(params: Params, mixes: Sequence[Mix], asked: Sequence[Mix] = 
         mix.check_feasible(
             params.data.train_per_class, params.generate.images_per_class, params.data.extra_per_class
         )
-    if all(m.real <= params.data.train_per_class for m in mixes):
-        return tuple(mixes)
-    summary = read_split_summary(params.data.prepared_dir)
-    kept = []
-    for mix in mixes:
-        reason = summary.extra_shortfall(mix.real - params.data.train_per_class)
-        if reason is None:
-            kept.append(mix)
-        elif mix == params.study.baseline or mix in asked:
-            raise UserError(f"Mix {mix} cannot run: {reason}")
-        else:
-            warnings.warn(f"Mix {mix} is skipped: {reason}", stacklevel=2)
-    return tuple(kept)
+    must_run = (*asked, params.study.baseline)
+    return tuple(runnable(mixes, params.data.prepared_dir, params.data.train_per_class, must_run))
 
 
 def with_step_budgets(specs: Sequence[RunSpec], data: StudyData, params: Params) -> list[RunSpec]:

@@ -21,6 +21,7 @@ from synthmix.config import Params, check_model, to_dict
 from synthmix.errors import UserError
 from synthmix.hparams import SEARCHED, Hyperparameters, ensure_best_params_file, write_best_params
 from synthmix.mixes import Mix
+from synthmix.split import runnable
 from synthmix.tune.data import load_tuning_data, study_name, tuning_sets
 from synthmix.tune.objective import SurplusTrial, TuningTask, objective
 from synthmix.tune.storage import FINISHED, create_study, open_storage, redacted, wait_for_work
@@ -51,8 +52,12 @@ def run_tuning(
     """Tune every requested (model, mix); no models / mixes means study.models / the selected mixes."""
     chosen_models = tuple(check_model(m) for m in models) or params.study.models
     chosen_mixes = tuple(Mix.parse(m) for m in mixes) or params.selected_mixes
+    data = params.data
     for mix in chosen_mixes:
-        mix.check_feasible(params.data.train_per_class, params.generate.images_per_class)
+        mix.check_feasible(data.train_per_class, params.generate.images_per_class, data.extra_per_class)
+    # A study mix the data cannot serve (60r0s on a set with no extra images) is skipped, as train does.
+    asked = chosen_mixes if mixes or params.mix != "all" else ()
+    chosen_mixes = tuple(runnable(chosen_mixes, data.prepared_dir, data.train_per_class, asked))
     ensure_best_params_file(params.tune.best_params_file)
     return [
         tune_mix(model, mix, params, trials=trials, storage=storage)
