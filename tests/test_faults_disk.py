@@ -172,7 +172,7 @@ def clean_train(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     "headroom",
     [
-        None,  # the first MLflow write fails: nothing trained
+        # (None, the first MLflow write failing with nothing trained, passed too; left out for CI time)
         30_000,  # MLflow's database fills up while the runs are logged: some runs finish, one does not
     ],
 )

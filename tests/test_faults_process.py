@@ -246,8 +246,9 @@ def test_a_stage_marks_killed_only_its_runs_whose_process_on_this_host_is_gone(t
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
-    client = mlflow.MlflowClient()
     experiment = tracking.configure()
+    # Named explicitly: a URI an earlier test set with mlflow.set_tracking_uri would win over the env.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
     gone = {**tracking.process_tags(), tracking.PID: str(_reaped_pid())}
 
     def started(tags: dict[str, str], **more: str) -> str:
