@@ -9,9 +9,10 @@ once everything is written.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,8 +58,10 @@ def write_report(params: Params, log_to_mlflow: bool = True) -> ReportResult:
     """
     found, unfinished = rundir.discover_runs(params.train.runs_dir)
     runs = select_runs(found, unfinished, params)
-    results = compute(params, runs)
-    words = describe(params, results, runs)
+    # Each run's predictions are read once: the baseline's serve every comparison and the exchange rate.
+    load = functools.lru_cache(maxsize=None)(rundir.read_predictions)
+    results = compute(params, runs, load)
+    words = describe(params, results, runs, load)
 
     out_dir = params.report.out_dir
     staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
@@ -76,7 +79,11 @@ def write_report(params: Params, log_to_mlflow: bool = True) -> ReportResult:
     return ReportResult(out_dir, said, tuple(out_dir / f.path for f in figure_refs), run_id)
 
 
-def compute(params: Params, runs: StudyRuns) -> Results:
+def compute(
+    params: Params,
+    runs: StudyRuns,
+    load: Callable[[rundir.Run], rundir.Predictions] = rundir.read_predictions,
+) -> Results:
     """Cells, their intervals over replicates and every planned paired comparison, with the declared
     family (report.primary_metric, every study mix against the baseline and every synthetic study mix
     against its augmentation control) carrying the verdicts."""
@@ -84,7 +91,7 @@ def compute(params: Params, runs: StudyRuns) -> Results:
     cells = group_cells(runs.selected, list(params.study.models), report_mixes(params))
     family = declared_family(cfg.primary_metric, params.study.baseline, params.study.mixes, params.mix)
     pairs = planned_pairs(cells, params.study.baseline)
-    comparisons = compare_cells(pairs, rundir.read_predictions, cfg, family)
+    comparisons = compare_cells(pairs, load, cfg, family)
     return Results(
         tuple(cells),
         cell_intervals(cells, cfg.confidence),
@@ -102,9 +109,14 @@ def read_split(params: Params) -> split.SplitSummary | None:
     return split.read_split_summary(params.data.prepared_dir)
 
 
-def describe(params: Params, results: Results, runs: StudyRuns) -> Words:
+def describe(
+    params: Params,
+    results: Results,
+    runs: StudyRuns,
+    load: Callable[[rundir.Run], rundir.Predictions] = rundir.read_predictions,
+) -> Words:
     """Everything the report says in sentences, computed from the results."""
-    rates = tuple(exchange.exchange_rates(results, rundir.read_predictions, params.report))
+    rates = tuple(exchange.exchange_rates(results, load, params.report))
     split_summary = read_split(params)
     models = list(params.study.models)
     run_by_model = {m: {c.mix for c in results.cells if c.model == m} for m in models}
