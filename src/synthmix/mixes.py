@@ -76,6 +76,11 @@ class Mix:
         return not (self.synthetic or self.augmented or self.online_augment)
 
     @property
+    def augments(self) -> bool:
+        """Whether training sees augmented images: copies (<N>r<K>a) or on-the-fly (+aug)."""
+        return bool(self.augmented or self.online_augment)
+
+    @property
     def images_per_class(self) -> int:
         return self.real + self.synthetic + self.augmented
 

@@ -117,7 +117,7 @@ def run_fingerprint(spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: s
             "seed": spec.seed,
             "hyperparameters": spec.hp.as_dict(),
             "max_steps": spec.max_steps,
-            "augment": to_dict(cfg.augment) if _augments(spec.mix) else None,
+            "augment": to_dict(cfg.augment) if spec.mix.augments else None,
             "image_size": cfg.image_size,
             "weights": weights,
             "model_settings": to_dict(cfg.model_section(spec.model)),
@@ -217,10 +217,6 @@ def with_step_budgets(specs: Sequence[RunSpec], data: StudyData, params: Params)
     return out
 
 
-def _augments(mix: Mix) -> bool:
-    return bool(mix.augmented or mix.online_augment)
-
-
 def _train_runs(
     params: Params, data: StudyData, todo: Sequence[RunSpec], fingerprints: dict[RunSpec, str]
 ) -> None:
@@ -276,7 +272,7 @@ def _train_runs(
                         synthetic_images=sum(t.source == "synthetic" for t in images),
                         image_size=cfg.image_size,
                         augmented_images=sum(t.source == "augmented" for t in images),
-                        augmentation=augment.describe(cfg.augment) if _augments(spec.mix) else "",
+                        augmentation=augment.describe(cfg.augment) if spec.mix.augments else "",
                         budget=cfg.budget,
                         optimizer_steps=result.steps,
                         mlflow_parent_run_id=parent.info.run_id,
