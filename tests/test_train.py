@@ -211,3 +211,31 @@ def test_controls_train_like_any_mix_and_a_mix_the_data_cannot_serve_is_skipped(
     }
     # each replicate draws its own copies: the two seeds' 3r3a runs trained on different images
     assert rundir.read_run(Path("runs/cnn/3r3a/seed1")).record.fingerprint != copies.fingerprint
+
+
+def test_a_step_budget_matches_the_baseline_run_with_the_same_hyperparameters():
+    from synthmix.config import params_from_dict
+    from synthmix.hparams import Hyperparameters
+    from synthmix.mixes import Mix
+    from synthmix.train import RunSpec, StudyData, with_step_budgets
+
+    params = params_from_dict({"train": {"budget": "steps"}})
+    fixed = Hyperparameters(lr=0.001, weight_decay=0.0, epochs=10, batch_size=32, dropout=0.0)
+    tuned = Hyperparameters(lr=0.001, weight_decay=0.0, epochs=4, batch_size=16, dropout=0.0)
+    baseline, larger = Mix(30, 0), Mix(30, 30)
+    specs = [
+        RunSpec("cnn", m, 0, hp, source)
+        for hp, source in ((fixed, "fixed"), (tuned, "tuned"))
+        for m in (baseline, larger)
+    ]
+    images = {(baseline, 0): [None] * 300, (larger, 0): [None] * 600}  # 10 classes x 30 / x 60
+    budgets = {
+        (s.mix, s.source): s.max_steps for s in with_step_budgets(specs, StudyData((), (), images), params)
+    }
+    # fixed: 10 epochs x ceil(300 / 32) = 100 steps; tuned: its own baseline run, 4 x ceil(300 / 16) = 76
+    assert budgets == {
+        (baseline, "fixed"): 100,
+        (larger, "fixed"): 100,
+        (baseline, "tuned"): 76,
+        (larger, "tuned"): 76,
+    }

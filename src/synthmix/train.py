@@ -205,13 +205,15 @@ def runnable_mixes(params: Params, mixes: Sequence[Mix], asked: Sequence[Mix] = 
 
 def with_step_budgets(specs: Sequence[RunSpec], data: StudyData, params: Params) -> list[RunSpec]:
     """Under train.budget "steps", each run's max_steps: the optimiser steps its model takes on the
-    baseline mix (its epochs x batches an epoch), so every mix gets the same compute."""
+    baseline mix with the same hyperparameters (fixed or tuned: its epochs x batches an epoch), so every
+    mix gets the same compute."""
     if params.train.budget == "epochs":
         return list(specs)
     baseline = params.study.baseline
     out = []
     for spec in specs:
-        base = next((s for s in specs if (s.model, s.mix, s.seed) == (spec.model, baseline, spec.seed)), spec)
+        twin = (spec.model, baseline, spec.seed, spec.source)
+        base = next((s for s in specs if (s.model, s.mix, s.seed, s.source) == twin), spec)
         images = len(data.training[base.draw])
         out.append(replace(spec, max_steps=base.hp.epochs * math.ceil(images / base.hp.batch_size)))
     return out
