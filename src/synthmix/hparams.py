@@ -7,7 +7,6 @@ neither imports the other.
 
 from __future__ import annotations
 
-import fcntl
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import yaml
 
 from synthmix.config import TrainConfig
 from synthmix.errors import UserError
-from synthmix.files import atomic_path
+from synthmix.files import atomic_path, locked
 from synthmix.mixes import Mix
 
 SEARCHED = ("lr", "weight_decay", "dropout", "epochs", "batch_size")  # the fields a tuned entry may set
@@ -93,10 +92,7 @@ def write_best_params(
     path: Path, model: str, mix: Mix, hp: Hyperparameters, value: float, trials: int
 ) -> None:
     """Merge one (model, mix) entry into the file, keeping every other entry; atomic and locked."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(f".{path.name}.lock")
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # two `tune` commands for other mixes finishing together
+    with locked(path):  # two `tune` commands for other mixes finishing together
         content = read_best_params(path)
         content.setdefault(model, {})[mix.name] = {
             **hp.as_dict(),
@@ -105,7 +101,6 @@ def write_best_params(
         }
         with atomic_path(path) as tmp:
             tmp.write_text(yaml.safe_dump(content, sort_keys=True))
-        fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_best_params_file(path: Path) -> None:

@@ -6,11 +6,9 @@ best hyperparameters to tune.best_params_file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 from optuna.study import MaxTrialsCallback
@@ -19,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from synthmix import tracking
 from synthmix.config import Params, check_model, to_dict
 from synthmix.errors import UserError
+from synthmix.files import locked
 from synthmix.hparams import SEARCHED, Hyperparameters, ensure_best_params_file, write_best_params
 from synthmix.mixes import Mix
 from synthmix.split import runnable
@@ -76,7 +75,8 @@ def tune_mix(
     sets = tuning_sets(params, mix)
     data = load_tuning_data(params, sets)
     name = study_name(model, mix, params, sets)
-    with _setup_lock(params.train.cache_dir):  # workers on one machine create tables and runs in turn
+    # workers on one machine create tables and runs in turn
+    with locked(params.train.cache_dir / "tune-setup"):
         study = create_study(name, open_storage(url, cfg.heartbeat_seconds), cfg)
         tracking.configure(MLFLOW_EXPERIMENT)
         parent_id = _parent_run(study, model, mix, params, url, n_trials)
@@ -107,17 +107,6 @@ def tune_mix(
     write_best_params(cfg.best_params_file, model, mix, hp, float(best.value), finished)
     _log_study(study, parent_id, best, finished)
     return TuneResult(model, mix, name, hp, float(best.value), finished, len(ran_here), parent_id)
-
-
-@contextlib.contextmanager
-def _setup_lock(cache_dir: Path) -> Iterator[None]:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / "tune-setup.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --- the study's MLflow parent run ----------------------------------------------------------------
