@@ -40,7 +40,7 @@ def full_disk_error(exc: BaseException) -> UserError | None:
         if getattr(link, "sqlite_errorname", None) in _SQLITE_FULL:
             return UserError(_message(_sqlite_file(chain), f"{link} ({link.sqlite_errorname})"))
     for link in chain:
-        text = " ".join(str(link).split())
+        text = one_line(link)
         if any(words in text for words in _FULL_DISK_WORDS):
             return UserError(_message(None, text))
     return None

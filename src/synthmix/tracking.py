@@ -90,11 +90,8 @@ def _create_sqlite_database(uri: str) -> None:
     """Build a new SQLite tracking database under a temporary name, one process at a time, and rename
     it into place. MLflow creates its tables in place and without a lock: two processes opening a fresh
     mlflow.db race (one fails), and a full disk half-way leaves a database no rerun can open."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri.endswith(":memory:"):
-        return
-    path = Path(uri[len(prefix) :])
-    if path.exists():
+    path = _sqlite_file(uri)
+    if path is None or path.exists():
         return
     with locked(path):
         if path.exists():  # another process built it while this one waited
@@ -104,7 +101,7 @@ def _create_sqlite_database(uri: str) -> None:
         tmp = path.with_name(f".{path.name}.init-{os.getpid()}")
         tmp.unlink(missing_ok=True)
         try:
-            client = mlflow.MlflowClient(tracking_uri=f"{prefix}{tmp}")
+            client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}")
             client.search_experiments()  # creates and migrates the tables, and the Default experiment
             engine = getattr(getattr(client._tracking_client, "store", None), "engine", None)
             if engine is not None:
@@ -113,6 +110,14 @@ def _create_sqlite_database(uri: str) -> None:
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, path)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI; None for any other store (or an in-memory one)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.endswith(":memory:"):
+        return None
+    return Path(uri[len(prefix) :])
 
 
 def provenance_tags(synthetic_manifest: Path | None = None) -> dict[str, str]:
@@ -226,7 +231,8 @@ def mark_dead_stage_runs(stage: str, experiment: str = EXPERIMENT) -> list[str]:
     """`mark_dead_runs` for a stage that opens no run of its own this time (it has nothing to do), so
     runs a killed stage left RUNNING still end. Creates nothing: no tracking database, no experiment."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    database = _sqlite_file(uri)
+    if database is not None and not database.exists():
         return []
     import mlflow
 
