@@ -27,15 +27,19 @@ def image_tree(tmp_path: Path):
     """Factory: a class-per-folder tree with `per_class` distinct PNGs in each class."""
 
     def make(classes: dict[str, int], root: Path | None = None) -> Path:
-        root = root or tmp_path / "images"
-        seed = 0
-        for label, count in classes.items():
-            for i in range(count):
-                seed += 1
-                write_image(root / label / f"img_{i:03d}.png", seed)
-        return root
+        return write_image_tree(classes, root or tmp_path / "images")
 
     return make
+
+
+def write_image_tree(classes: dict[str, int], root: Path) -> Path:
+    """`image_tree` outside a function-scoped fixture: the same images for the same classes."""
+    seed = 0
+    for label, count in classes.items():
+        for i in range(count):
+            seed += 1
+            write_image(root / label / f"img_{i:03d}.png", seed)
+    return root
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import write_image
+from conftest import write_image_tree
 from synthmix import rundir
 from synthmix.errors import full_disk_error
 from synthmix.files import atomic_path
@@ -63,16 +63,6 @@ def _project(root: Path, image_tree) -> Path:
         params["study"]["models"] = ["cnn"]
         params["train"]["workers"] = 1
         Path("params.yaml").write_text(yaml.safe_dump(params))
-    return root
-
-
-def _image_tree(classes: dict[str, int], root: Path) -> Path:
-    """conftest's image_tree for a module-scoped fixture: the same images for the same classes."""
-    seed = 0
-    for label, count in classes.items():
-        for i in range(count):
-            seed += 1
-            write_image(root / label / f"img_{i:03d}.png", seed)
     return root
 
 
@@ -162,7 +152,7 @@ def _init_mlflow(root: Path) -> int:
 def clean_train(tmp_path_factory) -> Path:
     """A tiny project trained on 3r3s (and the baseline 3r0s) with room to spare."""
     root = tmp_path_factory.mktemp("clean") / "p"
-    _project(root, _image_tree)
+    _project(root, write_image_tree)
     _init_mlflow(root)
     assert _synthmix("train", "--mix", "3r3s", cwd=root).returncode == 0
     return root
@@ -177,7 +167,7 @@ def clean_train(tmp_path_factory) -> Path:
     ],
 )
 def test_train_on_a_full_disk_exits_2_and_a_rerun_matches_a_clean_run(tmp_path, clean_train, headroom):
-    full = _project(tmp_path / "full", _image_tree)
+    full = _project(tmp_path / "full", write_image_tree)
     database = _init_mlflow(full)
     limit = 5_000 if headroom is None else database + headroom  # a cached image (3.2 kB) fits
 
