@@ -105,7 +105,10 @@ def tune_mix(
         ) from None
     hp = Hyperparameters.from_values(best.params)
     write_best_params(cfg.best_params_file, model, mix, hp, float(best.value), finished)
-    _log_study(study, parent_id, best, finished)
+    # Workers finishing together all write the study's parent run: MLflow's tag upsert is not atomic
+    # (two inserts of one tag fail with a UNIQUE constraint), so the workers of a machine take turns.
+    with locked(params.train.cache_dir / "tune-setup"):
+        _log_study(study, parent_id, best, finished)
     return TuneResult(model, mix, name, hp, float(best.value), finished, len(ran_here), parent_id)
 
 
