@@ -47,3 +47,12 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run the test from an empty working directory (params.yaml-relative paths land there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def study_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny study in a git + DVC repository (tests/tiny_study.py), built once per session.
+    Tests that change it put it back."""
+    from tiny_study import build_repo
+
+    return build_repo(tmp_path_factory.mktemp("study"))

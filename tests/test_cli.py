@@ -74,6 +74,27 @@ def test_data_import_tracks_the_set_with_dvc(in_tmp, image_tree):
     assert "empty.jpg,empty file" in (in_tmp / "logs" / "import_report.csv").read_text()
 
 
+def test_import_names_each_class_the_split_cannot_serve_with_its_count_and_what_the_split_needs(
+    in_tmp, image_tree
+):
+    """A 5-image class is reported at import, not first at prepare; the import itself still succeeds."""
+    image_tree({"cat": 12, "owl": 11, "dog": 9, "bat": 5}, root=in_tmp / "download" / "animals")
+    data = {"train_per_class": 4, "test_per_class": 4, "extra_per_class": 2, "pool_per_class": 2}
+    _params(in_tmp / "params.yaml", data=data, study={"mixes": ["4r0s", "4r4s", "6r0s"], "baseline": "4r0s"})
+    result = _synthmix("data", "import", "--no-dvc", str(in_tmp / "download"), cwd=in_tmp)
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stderr.split())  # messages go to stderr, like every command's
+    assert "Images per class: bat 5, dog 9, owl 11, cat 12." in out
+    assert (
+        "Class 'bat' has 5 images; the split needs 8 (data.train_per_class 4 + data.test_per_class 4)" in out
+    )
+    assert "prepare will stop on it" in out
+    assert "Class 'dog' has 9 images; the extra-real control needs 10" in out and "6r0s" in out
+    assert "Class 'owl' has 11 images; the generator's pool needs 12" in out
+    assert "Class 'cat'" not in out  # served in full
+    assert len(list((in_tmp / "data" / "bat").iterdir())) == 5
+
+
 def test_every_dvc_stage_runs_a_cli_command_that_exists_and_has_help():
     # The commands a user and dvc.yaml rely on are registered (not just mentioned in the tool's blurb).
     import typer.main

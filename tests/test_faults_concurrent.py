@@ -42,7 +42,9 @@ def _finish(process: subprocess.Popen) -> None:
 
 
 def _summaries(root: Path) -> tuple[dict, list[dict], set[str]]:
-    metrics = json.loads((root / "metrics.json").read_text())
+    metrics = json.loads((root / "metrics_detail.json").read_text())
+    headline = json.loads((root / "metrics.json").read_text())["f1_macro"]
+    assert {m: set(x) for m, x in headline.items()} == {m: set(x) for m, x in metrics.items()}  # one writer's
     with open(root / "plots" / "mixes.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     curves = {p.name for p in (root / "plots" / "curves").glob("*.csv")}
@@ -62,7 +64,7 @@ def test_summaries_wait_for_the_lock_and_threads_writing_at_once_leave_one_whole
         writer.join(timeout=0.5)
         assert writer.is_alive() and not metrics_path.exists()
     writer.join(timeout=30)
-    assert json.loads(metrics_path.read_text())["cnn"].keys() == {"3r0s", "3r3s"}
+    assert json.loads(metrics_path.read_text())["f1_macro"]["cnn"].keys() == {"3r0s", "3r3s"}
 
     def write_often(runs):
         for _ in range(20):

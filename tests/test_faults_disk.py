@@ -185,7 +185,8 @@ def test_train_on_a_full_disk_exits_2_and_a_rerun_matches_a_clean_run(tmp_path, 
 
     assert _synthmix("train", "--mix", "3r3s", cwd=full).returncode == 0
     assert _finished_runs(full) == _finished_runs(clean_train)
-    assert (full / "metrics.json").read_bytes() == (clean_train / "metrics.json").read_bytes()
+    for name in ("metrics.json", "metrics_detail.json"):
+        assert (full / name).read_bytes() == (clean_train / name).read_bytes()
     assert _files(full / "plots") == _files(clean_train / "plots")
 
 

@@ -51,9 +51,12 @@ def test_summaries_average_over_seeds_and_drop_curves_of_unselected_mixes(tmp_pa
     stale.parent.mkdir(parents=True)
     stale.write_text("old")
     runs = [_run(tmp_path, Mix(3, 0), 0, 2), _run(tmp_path, Mix(3, 0), 1, 4), _run(tmp_path, Mix(3, 3), 0, 3)]
-    write_summaries(runs, tmp_path / "metrics.json", tmp_path / "plots")
-    summary = json.loads((tmp_path / "metrics.json").read_text())
+    write_summaries(runs, tmp_path / "metrics.json", tmp_path / "plots", primary_metric="accuracy")
+    summary = json.loads((tmp_path / "metrics_detail.json").read_text())
     assert summary["cnn"]["3r0s"]["accuracy_mean"] == pytest.approx(0.75)
+    # what `dvc exp show` puts first: the primary metric alone, one column per model and mix
+    headline = json.loads((tmp_path / "metrics.json").read_text())
+    assert headline == {"accuracy": {"cnn": {"3r0s": pytest.approx(0.75), "3r3s": pytest.approx(0.75)}}}
     assert summary["cnn"]["3r0s"]["accuracy_std"] == pytest.approx(float(np.std([0.5, 1.0], ddof=1)))
     assert summary["cnn"]["3r0s"]["seeds"] == 2 and summary["cnn"]["3r3s"]["weights"] == "random"
     assert not stale.exists()
@@ -69,6 +72,6 @@ def test_summaries_average_over_seeds_and_drop_curves_of_unselected_mixes(tmp_pa
 def test_tuned_runs_are_summarised_apart_from_fixed_ones(tmp_path):
     runs = [_run(tmp_path, Mix(3, 0), 0, 2), _run(tmp_path, Mix(3, 0), 0, 4, source="tuned")]
     write_summaries(runs, tmp_path / "metrics.json", tmp_path / "plots")
-    summary = json.loads((tmp_path / "metrics.json").read_text())
+    summary = json.loads((tmp_path / "metrics_detail.json").read_text())
     assert summary["cnn"]["3r0s"]["accuracy_mean"] == pytest.approx(0.5)
     assert summary["cnn-tuned"]["3r0s"]["accuracy_mean"] == pytest.approx(1.0)

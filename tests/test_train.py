@@ -89,7 +89,8 @@ def test_train_command_writes_runs_logs_mlflow_and_resumes(tiny_project, capsys)
         and info["classes"] == ["ant", "bee", "cow"]
     )
     assert len(Path("runs/cnn/3r3s/seed0/predictions.csv").read_text().splitlines()) == 1 + 9
-    summary = json.loads(Path("metrics.json").read_text())
+    summary = json.loads(Path("metrics_detail.json").read_text())
+    assert set(json.loads(Path("metrics.json").read_text())["f1_macro"]["cnn"]) == {"3r0s", "3r3s"}
     assert set(summary["cnn"]) == {"3r0s", "3r3s"} and summary["cnn"]["3r3s"]["seeds"] == 2
     assert Path("plots/curves/resnet50-3r3s.csv").exists() and Path("plots/mixes.csv").exists()
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -89,13 +90,32 @@ def data_import(
     from synthmix.data_import import import_tree
 
     params = _params(params_file)
-    records, rejected = import_tree(source, params.data.dir, report)
-    classes = len({r.label for r in records})
-    console.print(f"Imported {len(records)} images in {classes} classes into {params.data.dir}/.")
+    from synthmix.split import SplitSizes, capacity_warnings
+
+    cfg = params.data
+    records, rejected = import_tree(source, cfg.dir, report)
+    counts = dict(Counter(r.label for r in records))
+    console.print(f"Imported {len(records)} images in {len(counts)} classes into {cfg.dir}/.")
+    console.print(_class_counts_line(counts))
     if rejected:
         console.print(f"[yellow]Left out {len(rejected)} files; each is listed with its reason in {report}.")
+    sizes = SplitSizes(cfg.train_per_class, cfg.test_per_class, cfg.extra_per_class, cfg.pool_per_class)
+    for warning in capacity_warnings(counts, sizes, cfg.drop_small_classes):
+        console.print(f"[yellow]Warning: {warning}", soft_wrap=True)
     if dvc:
         _dvc_add(params.data.dir)
+
+
+def _class_counts_line(counts: dict[str, int]) -> str:
+    """Images per class in one line: each class when there are few, else the smallest and the range."""
+    ordered = sorted(counts.items(), key=lambda item: (item[1], item[0]))
+    if len(ordered) <= 12:
+        return "Images per class: " + ", ".join(f"{label} {count}" for label, count in ordered) + "."
+    smallest = ", ".join(f"{label} {count}" for label, count in ordered[:5])
+    return (
+        f"Images per class: {ordered[0][1]} to {ordered[-1][1]} (median "
+        f"{sorted(counts.values())[len(counts) // 2]}); the smallest: {smallest}."
+    )
 
 
 @app.command()

@@ -142,6 +142,36 @@ def read_split_summary(prepared_dir: Path) -> SplitSummary:
     return SplitSummary(SplitSizes(**raw["asked"]), {c: dict(n) for c, n in raw["classes"].items()})
 
 
+def capacity_warnings(counts: dict[str, int], sizes: SplitSizes, drop_small_classes: bool) -> list[str]:
+    """One warning per class the configured split cannot fully serve, naming it, its image count and
+    what the split needs (smallest first): said at import, before prepare fails or skips anything."""
+    needed = sizes.train + sizes.test
+    split = f"data.train_per_class {sizes.train} + data.test_per_class {sizes.test}"
+    outcome = (
+        "prepare will drop it (data.drop_small_classes is true)"
+        if drop_small_classes
+        else "prepare will stop on it: add images, lower those two, or set data.drop_small_classes: true"
+    )
+    out = []
+    for label, count in sorted(counts.items(), key=lambda item: (item[1], item[0])):
+        if count < needed:
+            out.append(f"Class '{label}' has {count} images; the split needs {needed} ({split}): {outcome}.")
+        elif sizes.extra and count < needed + sizes.extra:
+            out.append(
+                f"Class '{label}' has {count} images; the extra-real control needs {needed + sizes.extra} "
+                f"({split} + data.extra_per_class {sizes.extra}): mixes with more real images than "
+                f"{sizes.train} a class (e.g. {sizes.train + sizes.extra}r0s) "
+                "will be skipped."
+            )
+        elif sizes.pool and count < needed + sizes.extra + sizes.pool:
+            out.append(
+                f"Class '{label}' has {count} images; the generator's pool needs "
+                f"{needed + sizes.extra + sizes.pool} (+ data.pool_per_class {sizes.pool}): without it the "
+                "generator learns from the training split, and the report says so."
+            )
+    return out
+
+
 def split_records(
     records: Sequence[ImageRecord],
     sizes: SplitSizes,

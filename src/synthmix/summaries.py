@@ -1,6 +1,8 @@
 """The sweep's summaries for DVC: metrics.json and plots/, means over seeds of the finished runs.
 
-metrics.json: {model: {mix: {<metric>_mean, <metric>_std, seeds, weights}}} (`dvc metrics show`);
+metrics.json: {<primary metric>: {model: {mix: mean over seeds}}}, what `dvc metrics show` and
+`dvc exp show` put first (one column per model and mix); metrics_detail.json beside it:
+{model: {mix: {<metric>_mean, <metric>_std, seeds, weights}}} (`dvc metrics show metrics_detail.json`);
 plots/curves/<model>-<mix>.csv: per-epoch curves; plots/mixes.csv: one row of means per (model, mix)
 (`dvc plots show`). Tuned runs appear under "<model>-tuned".
 
@@ -23,6 +25,7 @@ from synthmix.files import locked, write_csv, write_json
 from synthmix.rundir import HISTORY_FIELDS, Run, read_history
 
 PLOTS_MIXES = "mixes.csv"
+DETAIL_NAME = "metrics_detail.json"
 PLOTS_CURVES = "curves"
 
 
@@ -37,9 +40,17 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), std
 
 
-def write_summaries(runs: Sequence[Run], metrics_path: Path, plots_dir: Path) -> None:
-    """metrics.json, plots/curves/<model>-<mix>.csv and plots/mixes.csv from the finished runs,
-    replacing every summary another process wrote (see the module's docstring)."""
+def detail_path(metrics_path: Path) -> Path:
+    """Where every metric's mean and spread go, beside the headline metrics file."""
+    return metrics_path.with_name(DETAIL_NAME)
+
+
+def write_summaries(
+    runs: Sequence[Run], metrics_path: Path, plots_dir: Path, primary_metric: str = "f1_macro"
+) -> None:
+    """metrics.json (the primary metric), metrics_detail.json, plots/curves/<model>-<mix>.csv and
+    plots/mixes.csv from the finished runs, replacing every summary another process wrote (see the
+    module's docstring)."""
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
         groups[(summary_key(run), run.mix.name)].append(run)
@@ -70,4 +81,9 @@ def write_summaries(runs: Sequence[Run], metrics_path: Path, plots_dir: Path) ->
             if stale.name not in curves:
                 stale.unlink(missing_ok=True)
         write_csv(("model", "mix", *FINAL_METRICS), sorted(mixes_rows), plots_dir / PLOTS_MIXES)
-        write_json(summary, metrics_path)
+        write_json(summary, detail_path(metrics_path))
+        headline = {
+            model: {mix: entry[f"{primary_metric}_mean"] for mix, entry in mixes.items()}
+            for model, mixes in summary.items()
+        }
+        write_json({primary_metric: headline}, metrics_path)

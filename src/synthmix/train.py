@@ -185,7 +185,7 @@ def train_stage(
     else:  # no MLflow run to open, yet the runs of a stage killed after its last run still end
         tracking.mark_dead_stage_runs("train")
     finished = [rundir.read_run(s.run_dir(cfg.runs_dir)) for s in specs]
-    write_summaries(finished, Path("metrics.json"), Path("plots"))
+    write_summaries(finished, Path("metrics.json"), Path("plots"), params.report.primary_metric)
     return StageResult(
         [s.run_dir(cfg.runs_dir) for s in todo], [s.run_dir(cfg.runs_dir) for s in specs if s not in todo]
     )
