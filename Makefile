@@ -25,9 +25,10 @@ run: setup ## materialise the embedded data (offline) and run the whole study wi
 	dvc repro
 	dvc status
 
-system-deps: ## Debian packages the tests use: headless Chromium (report) and PostgreSQL (tuning storage)
+system-deps: ## Debian packages the tests use: Chromium (report), PostgreSQL (Optuna, MLflow), OpenSSH (data remote)
 	bash scripts/install-browser.sh
 	bash scripts/install-postgres.sh
+	bash scripts/install-sshd.sh
 
 test: setup system-deps ## run the full test suite (what CI runs; it checks the layering too)
 	HF_HUB_OFFLINE=1 SYNTHMIX_QUIET=1 $(PY) -m pytest
