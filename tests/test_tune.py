@@ -199,6 +199,41 @@ def test_rerun_continues_the_study_without_repeating_trials(project):
     assert [t.number for t in finished_trials(params.tune.storage)] == [0, 1, 2]
 
 
+@pytest.mark.slow
+def test_optuna_dashboard_serves_the_tuning_storage(project):
+    """`optuna-dashboard <tune.storage>` (README, Tuning) shows the studies the tune stage made."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    params = load_params("params.yaml")
+    result = tune_mix("cnn", Mix(8, 0), params, trials=1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dashboard = Path(sys.executable).with_name("optuna-dashboard")
+    command = [str(dashboard), params.tune.storage, "--host", "127.0.0.1", "--port", str(port)]
+    with Path("dashboard.log").open("w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.load(response)["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, Path(
+                    "dashboard.log"
+                ).read_text()
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == [result.study_name]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def _age_heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> None:
     """Move a trial's last heartbeat far into the past, as if its worker had gone quiet long ago."""
     update = sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :at WHERE trial_id = :trial_id")

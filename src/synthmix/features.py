@@ -19,6 +19,7 @@ from synthmix.config import TrainConfig
 from synthmix.files import sha256_json, write_array
 from synthmix.images import LabelledImages, read_cache_entry
 from synthmix.models import MODELS, BackboneWeights, FrozenBackboneClassifier
+from synthmix.progress import progress
 
 FEATURE_BATCH = 64
 
@@ -66,7 +67,9 @@ def backbone_features(
             computed = torch.cat(
                 [
                     model.features(images.images[chunk].to(torch.float32))
-                    for chunk in rows.split(FEATURE_BATCH)
+                    for chunk in progress(
+                        rows.split(FEATURE_BATCH), f"Backbone features ({len(todo)} images)"
+                    )
                 ]
             ).numpy()
         for sha, row in zip(todo, computed, strict=True):

@@ -80,6 +80,7 @@ def log_training_run(
                 "mix": record.mix.name,
                 "seed": record.seed,
                 "weights": record.weights,
+                "generator": params.generate.generator,
                 "image_size": record.image_size,
                 "train_images": record.train_images,
                 "real_images": record.real_images,
