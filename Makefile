@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup system-deps run test test-fast lint clean
+.PHONY: help setup system-deps run test test-fast lint clean mlflow-server mlflow-server-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,6 +40,13 @@ lint: setup ## ruff, and the package's layering (import-linter: no cycles, stage
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/lint-imports
+
+mlflow-server: setup ## a team's MLflow server (PostgreSQL, proxied artifacts) on 127.0.0.1:5000; ARGS="--host 0.0.0.0" shares it
+	bash scripts/install-postgres.sh
+	bash scripts/mlflow-server.sh start $(ARGS)
+
+mlflow-server-stop: ## stop the team MLflow server and its PostgreSQL
+	bash scripts/mlflow-server.sh stop $(ARGS)
 
 clean: ## remove the virtual environment and caches (not data or results)
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
