@@ -25,7 +25,7 @@ from common import append_results, best_of, command_line, describe_machine, mark
 
 from synthmix.config import DDPMConfig, Text2ImageConfig, load_params
 from synthmix.generate.ddpm import build_unet, images_to_tensor, noise_scheduler, sample_ddpm
-from synthmix.generate.text2image import load_pipeline, sample_text2image
+from synthmix.generate.text2image import load_pipeline, prompt_for, sample_text2image
 
 
 def bench_ddpm(cfg: DDPMConfig, num_classes: int, chunks: int) -> list[list[object]]:
@@ -133,12 +133,13 @@ def bench_text2image(cfg: Text2ImageConfig, images: int, device: str) -> list[li
         ]  # fmt: skip
         for name, pipeline, run_cfg, batch in settings:
             seeds = list(range(batch))
-            sample_text2image(pipeline, run_cfg, "cat", seeds)  # warm-up
+            prompts = [prompt_for(run_cfg, "cat")] * batch
+            sample_text2image(pipeline, run_cfg, prompts, seeds)  # warm-up
             calls = max(1, images // batch)
 
-            def run(p=pipeline, c=run_cfg, s=seeds, n=calls) -> None:
+            def run(p=pipeline, c=run_cfg, s=seeds, n=calls, t=prompts) -> None:
                 for _ in range(n):
-                    sample_text2image(p, c, "cat", s)
+                    sample_text2image(p, c, t, s)
                 if device == "cuda":
                     torch.cuda.synchronize()
 

@@ -56,3 +56,11 @@ def study_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_study import build_repo
 
     return build_repo(tmp_path_factory.mktemp("study"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion pipeline directory (tests/tiny_pipelines.py), built once."""
+    from tiny_pipelines import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))

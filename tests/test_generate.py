@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -58,7 +57,7 @@ RECORDED_TINY_DDPM_SET = {
     "synthetic/b/0000.png": "589fd9ddd980bbd30a89840cf35ecdf0c771cae2286b7b5a0ccd7d191b4a0746",
     "synthetic/b/0001.png": "eb674086fbc0b58b8167602059db68a065ed433f53b0bf4236ed3e2b7172f976",
     "synthetic/b/0002.png": "e55b39561b591d891c3d2b5787617871844204fd1915e2456155879f707246ad",
-    "synthetic/manifest.csv": "a3260dd6ad4deb9dca41e1666104a57b1b37c0c2192988ebebf4e5541ea49788",
+    "synthetic/manifest.csv": "b8a0d68e78d19228af3d4e614e487d2c738c2ffd03ae6c5b864fc5d1315f8e16",
     "samples/ankle_boot.png": "a6d3982f043c7f680fc6a089562e3fc1095e201ff5303c0c5c3824727f80675e",
     "samples/b.png": "781695292be0938f295cacf767cc77de708e6cb7492ba2cf5f0f9781cd1576de",
     "samples/grid.png": "7a8c6779a45bd3588ad7170420f4a98a73ebd08b4036466688706aef9ab06935",
@@ -192,7 +191,7 @@ def test_ddpm_fills_synthetic_and_a_rerun_keeps_it(in_tmp, image_tree):
     latest = client.search_runs(
         [client.get_experiment_by_name("synthmix").experiment_id], order_by=["attributes.start_time DESC"]
     )[0]
-    assert latest.info.run_name == "generate"
+    assert latest.info.run_name == "generate-ddpm"  # one run per generator
     assert latest.data.tags[tracking.STAGE] == "generate" and tracking.DATA_MD5 in latest.data.tags
     assert latest.data.params["generate.images_per_class"] == "3"
     assert latest.data.params["generate.ddpm.sample_steps"] == "3"
@@ -364,81 +363,6 @@ def test_two_accelerate_processes_make_the_single_process_set(tmp_path, image_tr
 # --- text-to-image --------------------------------------------------------------------------------
 
 
-def _tiny_tokenizer(directory: Path):
-    """A CLIP BPE tokenizer from a byte-level vocab.json and an empty merges.txt written here."""
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    chars = sorted(set(bytes_to_unicode().values()))
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for token in chars + [c + "</w>" for c in chars]:
-        vocab[token] = len(vocab)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer.from_pretrained(directory, model_max_length=77)
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory) -> Path:
-    """A tiny random Stable Diffusion pipeline, saved with save_pretrained (no network)."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    root = tmp_path_factory.mktemp("tiny-sd")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=4,
-    )
-    tokenizer = _tiny_tokenizer(root / "tokenizer-source")
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            hidden_size=16,
-            intermediate_size=32,
-            num_attention_heads=2,
-            num_hidden_layers=2,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-        )
-    )
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=DDIMScheduler(
-            beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
-        ),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(root / "pipeline")
-    return root / "pipeline"
-
-
 def _t2i(model: Path, **overrides) -> dict:
     settings = {"model": str(model), "steps": 2, "size": 16, "batch_size": 2, "guidance_scale": 2.0}
     return {"generator": "text2image", "images_per_class": 3, "text2image": {**settings, **overrides}}
@@ -522,7 +446,7 @@ def test_a_synthetic_copy_of_a_test_image_is_flagged_with_both_paths_and_never_u
             output.images[:] = copy
 
     _stub_pipeline(monkeypatch, tiny_sd, emit_the_test_image_as_b)
-    summary = generate_synthetic(load_params("params.yaml"))
+    (summary,) = generate_synthetic(load_params("params.yaml"))
     rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
     flagged = [(r.path, r.near_test_path) for r in rows if r.near_test_path is not None]
     assert flagged == [(Path(f"synthetic/b/{i:04d}.png"), test_image) for i in range(3)]
@@ -547,7 +471,7 @@ def test_blocked_images_are_regenerated_with_the_next_seed_and_counted(tiny_sd):
         return output
 
     cfg = Text2ImageConfig(model=str(tiny_sd), steps=2, size=16, max_retries=3)
-    ok, retried, hopeless = sample_text2image(censoring_pipe, cfg, "cat", [5, 10, 20])
+    ok, retried, hopeless = sample_text2image(censoring_pipe, cfg, ["a cat"] * 3, [5, 10, 20])
     assert (ok.seed, ok.retries, ok.blocked) == (5, 0, False)
     assert (retried.seed, retried.retries, retried.blocked) == (11, 1, False) and retried.pixels.max() > 0
     assert (hopeless.retries, hopeless.blocked) == (3, True)

@@ -421,7 +421,7 @@ def test_a_random_init_backbone_is_named_so_wherever_the_model_is_named(in_tmp):
     md = (in_tmp / "reports" / "report.md").read_text()
     assert "| ResNet50 (random init) | fixed | 30r30s | 3 |" in md
     assert "models ResNet50 (random init);" in md
-    assert "ResNet50 backbone: random init, not ImageNet" in md.splitlines()[0]
+    assert "ResNet50 backbone: random init, not pretrained" in md.splitlines()[0]
     assert re.search(r"\| ResNet50 \|", md) is None  # never the bare name
 
 

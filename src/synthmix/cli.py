@@ -146,8 +146,14 @@ def prepare(params_file: Path = PARAMS_OPTION) -> None:
 
 
 @app.command("generate")
-def generate_command(params_file: Path = PARAMS_OPTION) -> None:
-    """Make the synthetic images (generate.generator: ddpm or text2image), manifest and sample grids.
+def generate_command(
+    params_file: Path = PARAMS_OPTION,
+    generator: list[str] = typer.Option(
+        [], "--generator", help="Only this generator (repeatable); default every one in params.yaml."
+    ),
+) -> None:
+    """Make the synthetic images of every generator (generate.* and generate.generators), their
+    manifests and sample grids.
 
     Resumable: a rerun keeps finished images made with the same settings. Scale out with
     `accelerate launch -m synthmix generate`; the set equals the single-process one.
@@ -155,19 +161,20 @@ def generate_command(params_file: Path = PARAMS_OPTION) -> None:
     from synthmix.generate.stage import generate_synthetic
 
     params = _params(params_file)
-    summary = generate_synthetic(params)
-    if summary.is_main_process:
-        cfg = params.generate
+    for summary in generate_synthetic(params, generator):
+        if not summary.is_main_process:
+            continue
+        cfg = params.generate.single(summary.name)
         console.print(
-            f"{cfg.generator}: {summary.generated} image(s) generated, {summary.reused} kept from a previous "
-            f"run, {summary.classes} classes x {cfg.images_per_class} -> {cfg.out_dir}/ and samples/ "
+            f"{summary.name} ({cfg.generator}): {summary.generated} image(s) generated, {summary.reused} kept "
+            f"from a previous run, {summary.classes} classes x {params.synthetic_per_class} -> {cfg.out_dir}/ "
             f"in {summary.seconds:.0f}s.",
             highlight=False,
         )
         if summary.retries or summary.blocked:
             console.print(
                 f"[yellow]{summary.retries} blocked image(s) regenerated with the next seed; {summary.blocked} "
-                f"still blocked after generate.text2image.max_retries (see {summary.manifest}).",
+                f"still blocked after text2image.max_retries (see {summary.manifest}).",
                 highlight=False,
             )
         if summary.near_test:
@@ -229,19 +236,21 @@ def tune_command(
 @app.command("train")
 def train_command(
     params_file: Path = PARAMS_OPTION,
-    model: str | None = typer.Option(None, "--model", help="cnn, resnet50 or all (default: study.models)."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="One model of the registry (cnn, resnet50, vit_b_16, ...) or all (default: study.models).",
+    ),
     mix: str | None = typer.Option(None, "--mix", help="One mix, e.g. 30r15s, or all (default: mix)."),
     seed: int | None = typer.Option(None, "--seed", help="One seed (default: every seed in study.seeds)."),
 ) -> None:
     """Train, evaluate and log to MLflow every (model, mix, seed) run; finished runs are skipped."""
-    from synthmix.config import MODEL_NAMES, check_model
+    from synthmix.config import check_model
     from synthmix.mixes import Mix
     from synthmix.train import train_stage
 
     params = _params(params_file)
-    models = None if model in (None, "all") else (check_model(model),)
-    if model == "all":
-        models = MODEL_NAMES
+    models = None if model in (None, "all") else (check_model(model),)  # all: study.models
     mixes = None if mix is None else params.study.mixes if mix == "all" else (Mix.parse(mix),)
     result = train_stage(params, models, mixes, None if seed is None else (seed,))
     console.print(

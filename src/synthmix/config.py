@@ -7,98 +7,49 @@ wrong type, bad value, infeasible mix) into a UserError naming the file and the 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PlainValidator,
-    Strict,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
 from synthmix.config_messages import explain
+from synthmix.config_types import (
+    AreaFraction,
+    AsList,
+    Count,
+    FilePath,
+    Float,
+    Fraction,
+    LowHigh,
+    MixValue,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    _mix,
+    _require,
+)
 from synthmix.data import NEAR_DUPLICATE_DISTANCE
 from synthmix.errors import UserError
-from synthmix.mixes import REDRAWABLE, Draw, Mix
+from synthmix.mixes import GENERATOR_NAME, REDRAWABLE, Draw, Mix
+from synthmix.model_config import (  # re-exported: the train.<model> sections live in model_config
+    CLIPConfig,
+    CNNConfig,
+    DINOv2Config,
+    ModelSection,
+    ResNetConfig,
+    TimmConfig,
+    ViTConfig,
+)
 
 Generator = Literal["ddpm", "text2image"]
 GENERATORS: tuple[str, ...] = get_args(Generator)
-RESNET_WEIGHTS_KEYWORDS = ("imagenet", "none", "auto")
-
-# --- value types: strict (a bool is not an int, text is not a number), with YAML's few quirks ------
-
-_YAML_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _yaml_float(value: Any) -> Any:
-    """PyYAML (YAML 1.1) reads 1e-4 as the string '1e-4'; take it as the number it means."""
-    if isinstance(value, str) and _YAML_EXPONENT.fullmatch(value.strip()):
-        return float(value)
-    return value
-
-
-def _mix(value: Any) -> Mix:
-    if isinstance(value, Mix):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("write one mix as <N>r<M>s, N real and M synthetic images per class, e.g. 30r15s.")
-    try:
-        return Mix.parse(value)
-    except UserError as exc:  # pydantic names the key of a ValueError; other exceptions escape it
-        raise ValueError(str(exc)) from None
 
 
 def _all_or_one_mix(value: str) -> str:
     if value != "all":
         _mix(value)
     return value
-
-
-def _require(ok: Callable[[Any], bool], reason: str) -> AfterValidator:
-    """A check with the reason a user reads when it fails (after the file and the key)."""
-
-    def check(value: Any) -> Any:
-        if not ok(value):
-            raise ValueError(reason)
-        return value
-
-    return AfterValidator(check)
-
-
-Float = Annotated[float, BeforeValidator(_yaml_float)]
-PositiveFloat = Annotated[Float, Field(gt=0)]
-NonNegativeFloat = Annotated[Float, Field(ge=0)]
-Fraction = Annotated[Float, Field(ge=0, lt=1)]
-AreaFraction = Annotated[Float, Field(gt=0, le=1)]
-PositiveInt = Annotated[int, Field(gt=0)]
-Count = Annotated[int, Field(ge=0)]
-FilePath = Annotated[Path, BeforeValidator(lambda v: Path(v) if isinstance(v, str) and v.strip() else v)]
-MixValue = Annotated[Mix, PlainValidator(_mix), PlainSerializer(str, return_type=str, when_used="json")]
-AsList = Strict(False)  # strict mode takes only a tuple for a tuple field; this lets a YAML list fill it
-LowHigh = _require(lambda r: r[0] <= r[1], "write the range as low, high (the smaller bound first).")
-
-
-class Section(BaseModel):
-    """A params.yaml group: immutable, hashable, picklable; unknown keys and loose types rejected."""
-
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, allow_inf_nan=False, validate_default=True
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_defaults(cls, data: Any) -> Any:
-        return {} if data is None else data  # `train:` with nothing under it means all defaults
 
 
 # --- the groups -----------------------------------------------------------------------------------
@@ -136,12 +87,28 @@ _NO_LABEL = (
 )
 
 
+_PROMPTS_DIR = (
+    "put the file in the prompts/ folder and give its path from the repository root, e.g. "
+    "prompts/animals.yaml (dvc.yaml's generate stage depends on that folder, so an edit regenerates)."
+)
+
+
 class Text2ImageConfig(Section):
     model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id or local directory
     revision: str | None = None
     prompt_template: Annotated[str, _require(lambda v: "{label}" in v, _NO_LABEL)] = (
         "natural scenery, wildlife photo, image of a {label}"
     )
+    # more templates, rotated with prompt_template: image i of a class takes template i mod their count
+    prompt_templates: Annotated[
+        tuple[Annotated[str, _require(lambda v: "{label}" in v, _NO_LABEL)], ...], AsList
+    ] = ()
+    # per-class prompts for ambiguous class names (bat, seal, turkey): a YAML file in prompts/ mapping a
+    # class to its prompt or list of prompts (rotated like the templates), used instead of the templates
+    class_prompts: Annotated[
+        FilePath | None,
+        _require(lambda v: v is None or (not v.is_absolute() and v.parts[:1] == ("prompts",)), _PROMPTS_DIR),
+    ] = None
     negative_prompt: str = ""
     guidance_scale: Float = 7.5
     steps: PositiveInt = 30
@@ -153,11 +120,11 @@ class Text2ImageConfig(Section):
     max_retries: Count = 3  # regenerate a blocked (all-black) image with the next seed this often
 
 
-class GenerateConfig(Section):
+class GeneratorSpec(Section):
+    """One generator: its kind and that kind's settings (generate.* for the first, generate.generators.<name>
+    for each other)."""
+
     generator: Generator = "ddpm"
-    images_per_class: PositiveInt = 30
-    seed: int = 0
-    out_dir: FilePath = Path("synthetic")
     ddpm: DDPMConfig = DDPMConfig()
     text2image: Text2ImageConfig = Text2ImageConfig()
 
@@ -167,46 +134,63 @@ class GenerateConfig(Section):
         return self.generator == "text2image" and self.text2image.mode == "image"
 
 
-class ModelSection(Section):
-    """What every train.<model> section holds. A new backbone is a subclass and a TrainConfig field."""
+GeneratorName = Annotated[str, Field(pattern=rf"^{GENERATOR_NAME}$")]
 
-    dropout_field: ClassVar[str]  # the field with the dropout before the classifier head
-    lr: PositiveFloat
-    weight_decay: NonNegativeFloat
-    epochs: PositiveInt
+
+class GenerateConfig(GeneratorSpec):
+    """The first generator (its settings at the top level, as a mix without -<generator> takes its
+    images) and any number of other named ones, each with its own synthetic set."""
+
+    name: Annotated[str, Field(pattern=rf"^({GENERATOR_NAME})?$")] = ""  # the first's; "" = its kind
+    images_per_class: PositiveInt = 30
+    seed: int = 0
+    out_dir: FilePath = Path("synthetic")
+    generators: dict[GeneratorName, GeneratorSpec] = Field(default_factory=dict)
 
     @property
-    def dropout(self) -> float:
-        """The dropout before the classifier head: the one the head uses and the search replaces."""
-        return getattr(self, self.dropout_field)
+    def first_name(self) -> str:
+        return self.name or self.generator
 
     @property
-    def searched_fields(self) -> tuple[str, ...]:
-        """The fields a tuned entry replaces; the others stay as params.yaml sets them."""
-        return ("lr", "weight_decay", "epochs", self.dropout_field)
+    def names(self) -> tuple[str, ...]:
+        """Every generator's name, the first one first."""
+        return (self.first_name, *self.generators)
 
+    def generator_dir(self, name: str = "") -> Path:
+        """Where a generator's set lives: out_dir for the first, out_dir/@<name> for another."""
+        return self.out_dir if name in ("", self.first_name) else self.out_dir / f"@{name}"
 
-class CNNConfig(ModelSection):
-    dropout_field = "fc_dropout"
-    lr: PositiveFloat = 0.001  # study: 0.0075 (128 px); at 32 px on the digits 0.0075 never leaves chance
-    weight_decay: NonNegativeFloat = 1e-4
-    epochs: PositiveInt = 50
-    conv_dropout: Fraction = 0.1
-    fc_dropout: Fraction = 0.5
+    def manifest_path(self, name: str = "") -> Path:
+        return self.generator_dir(name) / "manifest.csv"
 
+    def single(self, name: str = "") -> GenerateConfig:
+        """The settings that make generator `name`'s set alone ("" or the first's name: the first)."""
+        if name in ("", self.first_name):
+            return self.model_copy(update={"generators": {}, "name": self.first_name})
+        spec = self.generators[name]
+        ddpm = spec.ddpm.model_copy(update={"checkpoint_dir": spec.ddpm.checkpoint_dir / f"@{name}"})
+        return self.model_copy(
+            update={
+                "name": name,
+                "generator": spec.generator,
+                "ddpm": ddpm,
+                "text2image": spec.text2image,
+                "out_dir": self.generator_dir(name),
+                "generators": {},
+            }
+        )
 
-_WEIGHTS_SOURCES = "use imagenet, none, auto, or the path of a state-dict file (e.g. weights/resnet50.pth)."
+    def __hash__(self) -> int:  # `generators` is a dict: hash the settings' canonical form instead
+        return hash(self.model_dump_json())
 
-
-class ResNetConfig(ModelSection):
-    dropout_field = "head_dropout"
-    lr: PositiveFloat = 0.001
-    weight_decay: NonNegativeFloat = 0.001
-    epochs: PositiveInt = 20
-    weights: Annotated[  # imagenet | none | auto | path to a state-dict file
-        str, _require(lambda v: v in RESNET_WEIGHTS_KEYWORDS or bool(Path(v).suffix), _WEIGHTS_SOURCES)
-    ] = "auto"
-    head_dropout: Fraction = 0.0  # dropout before the new classification head (the study used none)
+    @model_validator(mode="after")
+    def _names_are_distinct(self) -> GenerateConfig:
+        if self.first_name in self.generators:
+            raise ValueError(
+                f"generators holds '{self.first_name}', the first generator's name (generate.name, or its "
+                "kind when generate.name is empty). Give the other generator another name."
+            )
+        return self
 
 
 class AugmentConfig(Section):
@@ -235,6 +219,10 @@ class TrainConfig(Section):
     # one ModelSection per model synthmix trains; the field name is the model's name (MODEL_NAMES)
     cnn: CNNConfig = CNNConfig()
     resnet50: ResNetConfig = ResNetConfig()
+    vit_b_16: ViTConfig = ViTConfig()
+    timm: TimmConfig = TimmConfig()
+    clip: CLIPConfig = CLIPConfig()
+    dinov2: DINOv2Config = DINOv2Config()
 
     def model_section(self, name: str) -> ModelSection:
         """The train.<name> section, e.g. `model_section("cnn")` is `self.cnn`."""
@@ -257,7 +245,8 @@ class StudyConfig(Section):
     mixes: Annotated[tuple[MixValue, ...], AsList, Field(min_length=1)] = tuple(
         Mix.parse(m) for m in ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s", "30r30a", "60r0s")
     )
-    models: Annotated[tuple[ModelName, ...], AsList, Field(min_length=1)] = MODEL_NAMES
+    # the study's two models; the other backbones (MODEL_NAMES) are opt-in here
+    models: Annotated[tuple[ModelName, ...], AsList, Field(min_length=1)] = ("cnn", "resnet50")
     seeds: Annotated[tuple[int, ...], AsList, Field(min_length=1)] = (0, 1, 2)
     baseline: MixValue = Mix(30, 0)
     # What each seed's replicate draws afresh, besides the model's initialisation and batch order: the
@@ -317,8 +306,10 @@ class Params(Section):
         """What the replicate with `seed` draws (study.redraw). Image-to-image sources are the first real
         ranks of each class, which every mix must hold, so that mode keeps the real subset fixed. With
         the generator seed redrawn, the replicate of the b-th smallest study seed takes synthetic block b
-        (a seed outside study.seeds, e.g. tune.seed, takes block 0)."""
-        keep_real = self.generate.image_to_image
+        (a seed outside study.seeds, e.g. tune.seed, takes block 0). With any image-to-image generator
+        in the study every mix keeps the fixed real subset, so mixes of all generators stay nested."""
+        specs = (self.generate, *self.generate.generators.values())
+        keep_real = any(spec.image_to_image for spec in specs)
         redraw = tuple(r for r in self.study.redraw if not (keep_real and r == "real_subset"))
         seeds = sorted(set(self.study.seeds))
         if "generator_seed" not in redraw:
@@ -347,6 +338,18 @@ class Params(Section):
                 )
             except UserError as exc:
                 raise ValueError(f"{key} is '{mix}': {exc}") from None
+            first, others = self.generate.first_name, list(self.generate.generators)
+            if mix.generator == first:
+                raise ValueError(
+                    f"{key} is '{mix}': '{first}' is the first generator, whose images a mix takes without "
+                    f"a suffix; write {mix.with_generator('')}."
+                )
+            if mix.generator and mix.generator not in others:
+                known = ", ".join(others) or "none besides the first"
+                raise ValueError(
+                    f"{key} is '{mix}': no generator '{mix.generator}' in generate.generators (it has: "
+                    f"{known}). Add it there, or name one of those."
+                )
         return self
 
 

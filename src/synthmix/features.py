@@ -30,8 +30,9 @@ def feature_cache_key(model: str, weights: BackboneWeights, seed: int, image_siz
 
     entry = MODELS[model]
     spec = {
-        "backbone": f"torchvision.{entry.name}",
-        "weights": weights.identity if not weights.is_random else f"random-init:seed{seed}",
+        "backbone": f"{entry.library}.{entry.name}",
+        # a random trunk's identity names its network (e.g. the timm model) and the seed draws it
+        "weights": weights.identity if not weights.is_random else f"{weights.identity}:seed{seed}",
         "image_size": image_size,
         "preprocessing": f"{entry.preprocessing}, no augmentation",
         "torch": torch.__version__,

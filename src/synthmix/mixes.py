@@ -1,4 +1,4 @@
-"""Mixes: the `<N>r<M>s` / `<N>r<K>a` notation (and its `+aug` suffix), parsed in exactly one place."""
+"""Mixes: the `<N>r<M>s` / `<N>r<K>a` notation (a `-<generator>` and a `+aug` suffix), parsed in one place."""
 
 from __future__ import annotations
 
@@ -17,25 +17,30 @@ if TYPE_CHECKING:
     from synthmix.generate.manifest import SyntheticRow
 
 T = TypeVar("T")
-_MIX_PATTERN = re.compile(r"^(\d+)r(\d+)([sa])(\+aug)?$")
+GENERATOR_NAME = r"[a-z0-9][a-z0-9_]*"  # generate.generators' keys: lower case, digits, underscores
+_MIX_PATTERN = re.compile(rf"^(\d+)r(\d+)([sa])(?:-({GENERATOR_NAME}))?(\+aug)?$")
 ONLINE_SUFFIX = "+aug"
 _NOTATION = (
     "Write a mix as <N>r<M>s (N real and M synthetic training images per class, e.g. 30r15s), "
     "<N>r<K>a (N real images and K augmented copies of them per class, the augmentation control, e.g. "
-    "30r30a), optionally followed by +aug to augment every training image on the fly (e.g. 30r30s+aug)."
+    "30r30a), optionally followed by -<generator> to take the synthetic images of another generator of "
+    "generate.generators than the first (e.g. 30r15s-sd15) and by +aug to augment every training image "
+    "on the fly (e.g. 30r30s+aug)."
 )
 
 
 @dataclass(frozen=True, order=True)
 class Mix:
     """Per class: `real` real images, `synthetic` generated ones, `augmented` augmented copies of the
-    real ones (train.augment's policy, drawn once per replicate), and whether every training image is
-    augmented afresh each epoch (`online_augment`). E.g. 30r15s, 30r30a, 30r0s+aug."""
+    real ones (train.augment's policy, drawn once per replicate), whether every training image is
+    augmented afresh each epoch (`online_augment`), and which generator's images it takes (`generator`,
+    "" for the first of generate.generators). E.g. 30r15s, 30r30a, 30r0s+aug, 30r15s-sd15."""
 
     real: int
     synthetic: int
     augmented: int = 0
     online_augment: bool = False
+    generator: str = ""
 
     def __post_init__(self) -> None:
         if self.synthetic and self.augmented:
@@ -46,13 +51,19 @@ class Mix:
         match = _MIX_PATTERN.match(str(text).strip())
         if not match:
             raise UserError(f"Mix '{text}' is malformed. {_NOTATION}")
-        count, extra, kind, online = (
+        count, extra, kind, generator, online = (
             int(match.group(1)),
             int(match.group(2)),
             match.group(3),
-            bool(match.group(4)),
+            match.group(4) or "",
+            bool(match.group(5)),
         )
-        mix = cls(count, extra, 0, online) if kind == "s" else cls(count, 0, extra, online)
+        if generator and (kind != "s" or not extra):
+            raise UserError(
+                f"Mix '{text}' names generator '{generator}' but takes no synthetic image. Name a generator "
+                f"only on a mix with synthetic images, e.g. {count}r{extra or 15}s-{generator}."
+            )
+        mix = cls(count, extra, 0, online, generator) if kind == "s" else cls(count, 0, extra, online)
         if mix.real + mix.synthetic + mix.augmented == 0:
             raise UserError(f"Mix '{text}' has no training images; use at least one real or synthetic image.")
         if mix.augmented and not mix.real:
@@ -65,7 +76,15 @@ class Mix:
     @property
     def name(self) -> str:
         base = f"{self.real}r{self.augmented}a" if self.augmented else f"{self.real}r{self.synthetic}s"
-        return base + (ONLINE_SUFFIX if self.online_augment else "")
+        return (
+            base
+            + (f"-{self.generator}" if self.generator else "")
+            + (ONLINE_SUFFIX if self.online_augment else "")
+        )
+
+    def with_generator(self, generator: str) -> Mix:
+        """The same counts with another generator's synthetic images ("" for the first generator)."""
+        return Mix(self.real, self.synthetic, self.augmented, self.online_augment, generator)
 
     def __str__(self) -> str:
         return self.name

@@ -36,7 +36,7 @@ class FrozenBackboneModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         config = context.model_config
         entry = MODELS[config["model"]]
-        weights = weights_from_used(config["weights"])
+        weights = weights_from_used(config["weights"], config["model"], config.get("backbone", ""))
         if weights.sha256 != config["weights_sha256"]:
             raise UserError(
                 f"This model's backbone was trained with weights of sha256 {config['weights_sha256'][:16]}, but "
@@ -80,7 +80,9 @@ def log_training_run(
                 "mix": record.mix.name,
                 "seed": record.seed,
                 "weights": record.weights,
-                "generator": params.generate.generator,
+                "generator": (record.mix.generator or params.generate.first_name)
+                if record.mix.synthetic
+                else "none",
                 "image_size": record.image_size,
                 "train_images": record.train_images,
                 "real_images": record.real_images,
@@ -99,7 +101,7 @@ def log_training_run(
         _log_training_table(training, params, record)
         for file in rundir.RESULT_FILES:
             mlflow.log_artifact(str(run_dir / file), artifact_path="results")
-        _log_model(record, result)
+        _log_model(record, result, params)
         return run.info.run_id
 
 
@@ -133,18 +135,24 @@ def _log_training_table(training: Sequence[TrainingImage], params: Params, recor
     mlflow.log_input(dataset, context="training")
 
 
-def _requirements() -> list[str]:
+def _requirements(library: str = "torchvision") -> list[str]:
+    import importlib.metadata
+
     import torchvision
 
     # Explicit requirements skip MLflow's slow inference (which loads the model in a subprocess).
+    extra = (
+        [f"{library}=={importlib.metadata.version(library)}"] if library in ("timm", "transformers") else []
+    )
     return [
         f"torch=={torch.__version__.split('+')[0]}",
         f"torchvision=={torchvision.__version__.split('+')[0]}",
+        *extra,
         "synthmix",
     ]
 
 
-def _log_model(record: rundir.RunRecord, result: FitResult) -> None:
+def _log_model(record: rundir.RunRecord, result: FitResult, params: Params) -> None:
     from mlflow.models import infer_signature
 
     size = record.image_size
@@ -163,7 +171,8 @@ def _log_model(record: rundir.RunRecord, result: FitResult) -> None:
             pip_requirements=_requirements(),
         )
         return
-    weights = weights_from_used(record.weights)
+    entry = MODELS[record.model]
+    weights = entry.weights(params.train.model_section(record.model))  # the run's, resolved again
     with tempfile.TemporaryDirectory() as tmp:
         head = Path(tmp) / "head.pt"
         torch.save(model.head.state_dict(), head)
@@ -175,10 +184,11 @@ def _log_model(record: rundir.RunRecord, result: FitResult) -> None:
                 "model": record.model,
                 "weights": record.weights,
                 "weights_sha256": weights.sha256,
+                "backbone": weights.arch,  # the network, where the model names one (timm's model name)
                 "seed": record.seed,
                 "num_classes": len(record.classes),
                 "image_size": size,
             },
             signature=signature,
-            pip_requirements=_requirements(),
+            pip_requirements=_requirements(entry.library),
         )

@@ -104,8 +104,9 @@ def plan_runs(
 def code_version() -> str:
     """Hash of the code that decides a run's numbers: a change to any of it retrains every run."""
     here = Path(__file__).parent
-    result_code = ("models.py", "images.py", "features.py", "fit.py", "evaluate.py", "augment.py")
-    return sha256_json([(here / name).read_text() for name in result_code])[:16]
+    result_code = ("images.py", "features.py", "fit.py", "evaluate.py", "augment.py")
+    files = [*sorted((here / "models").glob("*.py")), *(here / name for name in result_code)]
+    return sha256_json([path.read_text() for path in files])[:16]
 
 
 def run_fingerprint(spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: str, code: str) -> str:
@@ -146,10 +147,14 @@ def read_study_data(params: Params, mixes: Sequence[Mix], seeds: Sequence[int]) 
             f"{prepared}/train.csv and test.csv list different classes ({len(train_classes)} vs "
             f"{len(classes)}). Rerun `synthmix prepare` so both come from one split."
         )
-    manifest = params.generate.out_dir / "manifest.csv"
-    synthetic_rows = read_synthetic_manifest(manifest) if any(m.synthetic > 0 for m in mixes) else []
+    synthetic_rows = {  # each generator's set, read once, for the mixes that take its images
+        name: read_synthetic_manifest(params.generate.manifest_path(name))
+        for name in dict.fromkeys(m.generator for m in mixes if m.synthetic > 0)
+    }
     training = {
-        (mix, seed): training_images(train_rows, synthetic_rows, mix, params.replicate_draw(seed))
+        (mix, seed): training_images(
+            train_rows, synthetic_rows.get(mix.generator, []), mix, params.replicate_draw(seed)
+        )
         for mix in mixes
         for seed in seeds
     }
@@ -169,12 +174,14 @@ def train_stage(
     """
     cfg = params.train
     models = tuple(check_model(m) for m in (models or params.study.models))
+    resolved = {m: MODELS[m].weights(cfg.model_section(m)) for m in models}
+    # what a run records (used) and exactly which weights and network that is (e.g. a file's sha256)
+    weights = {m: f"{w.used} ({w.identity})" for m, w in resolved.items()}
     selected = tuple(mixes or params.selected_mixes)
     asked = selected if mixes or params.mix != "all" else ()
     all_mixes = runnable_mixes(params, tuple(dict.fromkeys((*selected, params.study.baseline))), asked)
     seeds = tuple(params.study.seeds if seeds is None else seeds)
     data = read_study_data(params, all_mixes, seeds)
-    weights = {m: MODELS[m].weights(cfg.model_section(m)).used for m in models}
     specs = with_step_budgets(plan_runs(params, models, all_mixes, seeds), data, params)
     code = code_version()
     fingerprints = {s: run_fingerprint(s, data, cfg, weights[s.model], code) for s in specs}
@@ -240,7 +247,7 @@ def _train_runs(
         f"{','.join(dict.fromkeys(s.mix.name for s in todo))} x seeds "
         f"{','.join(map(str, sorted({s.seed for s in todo})))}"
     )
-    manifest = params.generate.out_dir / "manifest.csv"
+    manifest = params.generate.manifest_path()  # the first generator's set (each run names its own)
     with tracking.stage_run(
         "train",
         run_name=sweep,

@@ -74,6 +74,9 @@ SYNTHETIC_MANIFEST_FIELDS = (
     "near_test_path",
     "near_test_distance",
     "learned_from",
+    "negative_prompt",
+    "strength",
+    "model_hash",
 )
 
 
@@ -100,6 +103,9 @@ class SyntheticRow:
     # which real images the generator learnt from: "pool" (held out from the classifier), "train" (the
     # classifier's own training split) or "" (it learnt from none of this data set's images)
     learned_from: str = ""
+    negative_prompt: str = ""
+    strength: float | None = None  # image-to-image: how far from its source image (0-1); else None
+    model_hash: str = ""  # sha256 of the model's files (a pipeline folder or the hub snapshot used)
 
     @property
     def usable(self) -> bool:
@@ -168,9 +174,12 @@ def read_record(path: Path, digest: str) -> ImageRecord | None:
     return ImageRecord(digest, fields["seed"], fields["retries"], fields["blocked"])
 
 
-def remove_strays(out_dir: Path, classes: Sequence[str], images_per_class: int) -> None:
-    """Leave only this set in out_dir: drop old classes, indices past images_per_class, temp files."""
-    keep = set(classes)
+def remove_strays(
+    out_dir: Path, classes: Sequence[str], images_per_class: int, other_sets: Sequence[str] = ()
+) -> None:
+    """Leave only this set in out_dir: drop old classes, indices past images_per_class, temp files, and
+    the sets of generators no longer configured (`other_sets`: the folder names of those that are)."""
+    keep = set(classes) | set(other_sets)
     for entry in out_dir.iterdir():
         if entry.is_dir() and entry.name not in keep:
             shutil.rmtree(entry)
@@ -209,6 +218,9 @@ def write_synthetic_manifest(rows: Sequence[SyntheticRow], path: Path) -> None:
                 _text(r.near_test_path),
                 _text(r.near_test_distance),
                 r.learned_from,
+                r.negative_prompt,
+                _text(r.strength),
+                r.model_hash,
             )
             for r in sorted(rows, key=lambda r: (r.label, r.index))
         ),
@@ -248,12 +260,15 @@ def read_synthetic_manifest(path: Path) -> list[SyntheticRow]:
                 Path(r["near_test_path"]) if r["near_test_path"] else None,
                 int(r["near_test_distance"]) if r["near_test_distance"] else None,
                 r["learned_from"],
+                r["negative_prompt"],
+                float(r["strength"]) if r["strength"] else None,
+                r["model_hash"],
             )
             for r in reader
         ]
 
 
-def _text(value: Path | int | None) -> str:
+def _text(value: Path | int | float | None) -> str:
     """A manifest cell: empty for None, a POSIX path for a Path."""
     if value is None:
         return ""

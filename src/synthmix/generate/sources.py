@@ -2,7 +2,7 @@
 
 A source samples a fixed chunk of (class, index) keys from their seeds, one image per key, and says
 what determines its images (`settings`, hashed into every PNG's record) and how the manifest
-describes them (`row_template`, `source_path`). `SOURCES` maps each `generate.generator` name to the
+describes them (`row_for`, `source_path`). `SOURCES` maps each `generate.generator` name to the
 function that builds its source; a new generator is a module with its model code and one entry here.
 
 Provenance: the DDPM learns from the real images it is given (`LEARNS_FROM_POOL`: the stage gives it
@@ -60,9 +60,9 @@ class ImageSource(Protocol):
 
     def settings(self) -> dict[str, Any]: ...  # everything that determines an image, besides its seed
 
-    def row_template(self, label: str) -> SyntheticRow:
-        """The manifest columns every image of `label` shares; the stage fills in path, index, seed,
-        retries and sha256 (dataclasses.replace)."""
+    def row_for(self, key: ImageKey) -> SyntheticRow:
+        """The manifest columns of image `key` that its generator knows (prompt, model ...); the stage
+        fills in path, index, seed, retries and sha256 (dataclasses.replace)."""
         ...
 
     def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]: ...
@@ -102,7 +102,8 @@ class DDPMSource:
             "chunk": self.cfg.sample_batch_size,
         }
 
-    def row_template(self, label: str) -> SyntheticRow:
+    def row_for(self, key: ImageKey) -> SyntheticRow:
+        label = key.label
         row = _template(label, "ddpm", ddpm.MODEL_ID, self.fingerprint[:16], "", self.cfg.sample_steps, 0.0)
         return replace(row, learned_from=self.learned_from)
 
@@ -153,6 +154,8 @@ class Text2ImageSource:
     pipe: Any
     cfg: Text2ImageConfig
     sources: dict[str, list[SplitRow]]  # class -> real training rows of rank < source_ranks, by rank
+    class_prompts: text2image.ClassPrompts
+    model_hash: str
 
     @property
     def chunk_size(self) -> int:
@@ -162,26 +165,35 @@ class Text2ImageSource:
         settings = {"generator": "text2image", **to_dict(self.cfg)}
         if self.cfg.mode == "image":  # other source images make other images
             settings["sources"] = {label: [r.sha256 for r in rows] for label, rows in self.sources.items()}
+        if self.class_prompts:  # the file's prompts, not its path, make the images
+            settings["class_prompts"] = self.class_prompts
         return settings
 
-    def row_template(self, label: str) -> SyntheticRow:
-        return _template(
-            label,
+    def prompt(self, key: ImageKey) -> str:
+        return text2image.prompt_for(self.cfg, key.label, key.index, self.class_prompts)
+
+    def row_for(self, key: ImageKey) -> SyntheticRow:
+        row = _template(
+            key.label,
             "text2image",
             self.cfg.model,
             text2image.revision_of(self.cfg),
-            text2image.prompt_for(self.cfg, label),
+            self.prompt(key),
             self.cfg.steps,
             self.cfg.guidance_scale,
         )
+        strength = self.cfg.strength if self.cfg.mode == "image" else None
+        return replace(
+            row, negative_prompt=self.cfg.negative_prompt, strength=strength, model_hash=self.model_hash
+        )
 
     def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]:
-        label = keys[0].label  # chunks never mix classes
         init = None
         if self.cfg.mode == "image":
             size = (self.cfg.size, self.cfg.size)
             init = [load_rgb(self.source_path(k)).resize(size, Image.Resampling.BICUBIC) for k in keys]
-        results = text2image.sample_text2image(self.pipe, self.cfg, label, seeds, init)
+        prompts = [self.prompt(k) for k in keys]
+        results = text2image.sample_text2image(self.pipe, self.cfg, prompts, seeds, init)
         return [Generated(r.pixels, r.seed, r.retries, r.blocked) for r in results]
 
     def source_path(self, key: ImageKey) -> Path | None:
@@ -206,7 +218,11 @@ def open_text2image(
     for row in sorted(train_rows, key=lambda r: (r.label, r.rank)):
         if row.rank < source_ranks:
             sources.setdefault(row.label, []).append(row)
-    return Text2ImageSource(text2image.load_pipeline(cfg.text2image, state.device), cfg.text2image, sources)
+    pipe = text2image.load_pipeline(cfg.text2image, state.device)
+    class_prompts = text2image.read_class_prompts(cfg.text2image, classes)
+    return Text2ImageSource(
+        pipe, cfg.text2image, sources, class_prompts, text2image.model_hash(cfg.text2image)
+    )
 
 
 # --- the registry ---------------------------------------------------------------------------------

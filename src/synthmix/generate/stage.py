@@ -66,6 +66,7 @@ class GenerateSummary:
     near_test: int = 0  # near-copies of a test image, flagged in the manifest
     is_main_process: bool = True
     manifest: Path | None = None
+    name: str = ""  # the generator's
     blocked_keys: list[ImageKey] = field(default_factory=list)
 
 
@@ -111,21 +112,36 @@ def settings_digest(source_settings: dict[str, Any], base_seed: int) -> str:
 # --- the stage ------------------------------------------------------------------------------------
 
 
-def generate_synthetic(params: Params) -> GenerateSummary:
-    """Run the generate stage as configured; under `accelerate launch` each process does its share.
+def generate_synthetic(params: Params, names: Sequence[str] = ()) -> list[GenerateSummary]:
+    """Run the generate stage as configured, for every generator of generate.* and generate.generators
+    (or only `names`), one after the other, each its own set; under `accelerate launch` each process
+    does its share. A generator whose images are finished with its settings only has its manifest
+    rewritten, so adding a generator generates only its images.
 
     A generator trained here (the DDPM) learns from prepared/pool.csv, real images the classifier never
     sees, when every class has its full pool (split.json), else from prepared/train.csv; image-to-image
     starts from prepared/train.csv. prepared/test.csv is read after generation, to flag synthetic
     images that nearly copy a test image. It makes generate.images_per_class images a class for each
-    study seed when study.redraw holds generator_seed (Params.synthetic_per_class), else once. Writes synthetic/<class>/<index:04d>.png,
-    synthetic/manifest.csv, samples/<class>.png and samples/grid.png; the DDPM's checkpoints go to
-    generate.ddpm.checkpoint_dir.
+    study seed when study.redraw holds generator_seed (Params.synthetic_per_class), else once. The first
+    generator writes synthetic/<class>/<index:04d>.png, synthetic/manifest.csv, samples/<class>.png and
+    samples/grid.png, another one the same under synthetic/@<name>/ and samples/@<name>/; a DDPM's
+    checkpoints go to its ddpm.checkpoint_dir (with /@<name> for another generator).
     """
+    unknown = [n for n in names if n not in params.generate.names]
+    if unknown:
+        raise UserError(
+            f"No generator '{unknown[0]}' in params.yaml (generate.name / generate.generators has: "
+            f"{', '.join(params.generate.names)}). Name one of those, or add it to generate.generators."
+        )
+    return [_generate_one(params, params.generate.single(n)) for n in (names or params.generate.names)]
+
+
+def _generate_one(params: Params, cfg: GenerateConfig) -> GenerateSummary:
+    """One generator's set (cfg = params.generate.single(name))."""
+
     from accelerate import PartialState
 
     started = time.monotonic()
-    cfg = params.generate
     train_rows = _training_rows(params.data.prepared_dir / "train.csv")
     classes = sorted({r.label for r in train_rows})
     learn_rows = train_rows
@@ -133,16 +149,16 @@ def generate_synthetic(params: Params) -> GenerateSummary:
         learn_rows = read_manifest(params.data.prepared_dir / "pool.csv")
     total = params.synthetic_per_class
     state = PartialState()
-    summary = GenerateSummary(classes=len(classes), is_main_process=state.is_main_process)
+    summary = GenerateSummary(classes=len(classes), is_main_process=state.is_main_process, name=cfg.name)
 
-    with _mlflow_run(state.is_main_process, params) as log_metric:
+    with _mlflow_run(state.is_main_process, cfg) as log_metric:
         source: ImageSource = SOURCES[cfg.generator](
             cfg, learn_rows, classes, state, log_metric, source_ranks(params)
         )
         digest = settings_digest(source.settings(), cfg.seed)
         chunks = plan_chunks(classes, total, source.chunk_size)
         mine = shard(chunks, state.process_index, state.num_processes)
-        for chunk in progress(mine, f"Generating ({cfg.generator})"):
+        for chunk in progress(mine, f"Generating ({cfg.name}: {cfg.generator})"):
             wanted = [k for k in chunk if k.index < total]
             todo = [k for k in wanted if read_record(_path(cfg, k), digest) is None]
             summary.reused += len(wanted) - len(todo)
@@ -160,14 +176,17 @@ def generate_synthetic(params: Params) -> GenerateSummary:
             rows = _collect_rows(cfg, classes, source, digest, total)
             test_rows = read_manifest(params.data.prepared_dir / "test.csv")
             rows = flag_test_copies(rows, test_rows, params.data.near_duplicate_distance)
-            remove_strays(cfg.out_dir, classes, total)
+            others = [params.generate.generator_dir(n).name for n in params.generate.names if n != cfg.name]
+            remove_strays(
+                cfg.out_dir, classes, total, others if cfg.name == params.generate.first_name else ()
+            )
             summary.manifest = cfg.out_dir / MANIFEST_NAME
             write_synthetic_manifest(rows, summary.manifest)
             summary.retries = sum(r.retries for r in rows)
             summary.blocked_keys = [ImageKey(r.label, r.index) for r in rows if r.blocked]
             summary.blocked = len(summary.blocked_keys)
             summary.near_test = sum(r.near_test_path is not None for r in rows)
-            grids = write_sample_grids(train_rows, rows, SAMPLES_DIR)
+            grids = write_sample_grids(train_rows, rows, samples_dir(params, cfg.name))
             summary.seconds = time.monotonic() - started
             log_metric("images_generated", summary.generated, None)
             log_metric("images_reused", summary.reused, None)
@@ -178,6 +197,11 @@ def generate_synthetic(params: Params) -> GenerateSummary:
             _log_images(grids)
         state.wait_for_everyone()
     return summary
+
+
+def samples_dir(params: Params, name: str) -> Path:
+    """The sample grids of generator `name`: samples/ for the first, samples/@<name>/ for another."""
+    return SAMPLES_DIR if name == params.generate.first_name else SAMPLES_DIR / f"@{name}"
 
 
 def _training_rows(path: Path) -> list[SplitRow]:
@@ -214,7 +238,6 @@ def _collect_rows(
     """The manifest rows of the finished set in class then index order (without the test check)."""
     rows = []
     for label in classes:
-        template = source.row_template(label)
         for index in range(total):
             path = image_path(cfg.out_dir, label, index)
             record = read_record(path, digest)
@@ -222,7 +245,7 @@ def _collect_rows(
                 raise RuntimeError(f"{path} is missing after generation")
             rows.append(
                 replace(
-                    template,
+                    source.row_for(ImageKey(label, index)),
                     path=path,
                     index=index,
                     seed=record.seed,
@@ -239,14 +262,16 @@ def _collect_rows(
 
 
 @contextmanager
-def _mlflow_run(enabled: bool, params: Params) -> Iterator[LogMetric]:
-    """The stage's MLflow run on the main process (tracking.stage_run); yields log_metric(name, value, step)."""
+def _mlflow_run(enabled: bool, cfg: GenerateConfig) -> Iterator[LogMetric]:
+    """One generator's run of the stage on the main process (tracking.stage_run); yields
+    log_metric(name, value, step)."""
     if not enabled:
         yield lambda name, value, step: None
         return
     import mlflow
 
-    with tracking.stage_run("generate", params=flatten(to_dict(params.generate), "generate.")):
+    settings = flatten(to_dict(cfg), "generate.")
+    with tracking.stage_run("generate", run_name=f"generate-{cfg.name}", params=settings):
         yield lambda name, value, step: mlflow.log_metric(name, value, step=step)
 
 

@@ -27,8 +27,74 @@ def label_to_words(label: str) -> str:
     return " ".join(label.replace("_", " ").replace("-", " ").split())
 
 
-def prompt_for(cfg: Text2ImageConfig, label: str) -> str:
-    return cfg.prompt_template.replace("{label}", label_to_words(label))
+def prompt_for(
+    cfg: Text2ImageConfig, label: str, index: int = 0, class_prompts: ClassPrompts | None = None
+) -> str:
+    """The prompt of image `index` of class `label`: the class's own prompts when the class-prompts
+    file has them, else the templates (prompt_template, then prompt_templates), taken in turn."""
+    prompts = (class_prompts or {}).get(label) or (cfg.prompt_template, *cfg.prompt_templates)
+    return prompts[index % len(prompts)].replace("{label}", label_to_words(label))
+
+
+ClassPrompts = dict[str, tuple[str, ...]]
+
+
+def read_class_prompts(cfg: Text2ImageConfig, classes: Sequence[str]) -> ClassPrompts:
+    """generate.text2image.class_prompts: a YAML mapping of class name to a prompt or a list of prompts
+    ({label} allowed); {} when unset. Every class it names must be a class of the data set."""
+    import yaml
+
+    path = cfg.class_prompts
+    if path is None:
+        return {}
+    fix = (
+        f"Fix {path} (generate.text2image.class_prompts): a mapping such as `bat: a bat, the flying mammal`."
+    )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(
+            f"{path} (generate.text2image.class_prompts) does not exist. Create it or unset the key."
+        ) from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML ({exc}). {fix}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} holds a {type(raw).__name__}, not a mapping of class to prompt. {fix}")
+    prompts: ClassPrompts = {}
+    for label, value in raw.items():
+        values = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, list) else ()
+        if not values or not all(isinstance(v, str) and v.strip() for v in values):
+            raise UserError(
+                f"{path}: class '{label}' maps to {value!r}, not a prompt or a list of prompts. {fix}"
+            )
+        if str(label) not in classes:
+            raise UserError(
+                f"{path} names class '{label}', which the data set does not have (its classes: "
+                f"{', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}). Use a class folder's name."
+            )
+        prompts[str(label)] = values
+    return prompts
+
+
+def model_hash(cfg: Text2ImageConfig) -> str:
+    """sha256 over the model's files (relative path and content of each), from its local folder or the
+    Hugging Face cache's snapshot of cfg.model at cfg.revision: what exactly made the images."""
+    import hashlib
+
+    from synthmix.files import sha256_file
+
+    root = Path(cfg.model)
+    if not root.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            root = Path(snapshot_download(cfg.model, revision=cfg.revision, local_files_only=True))
+        except Exception:
+            return ""
+    digest = hashlib.sha256()
+    for file in sorted(f for f in root.rglob("*") if f.is_file() and ".cache" not in f.parts):
+        digest.update(f"{file.relative_to(root).as_posix()}:{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
 
 
 def revision_of(cfg: Text2ImageConfig) -> str:
@@ -102,19 +168,19 @@ def is_blocked(pixels: np.ndarray, flagged: bool) -> bool:
 def sample_text2image(
     pipe: Any,
     cfg: Text2ImageConfig,
-    label: str,
+    prompts: Sequence[str],
     seeds: Sequence[int],
     init_images: Sequence[Image.Image] | None = None,
 ) -> list[Text2ImageResult]:
-    """One image per seed for class `label` in one batched call; blocked ones are retried one by one."""
-    pixels, flagged = _call(pipe, cfg, label, list(seeds), init_images)
+    """One image per (prompt, seed) in one batched call; blocked ones are retried one by one."""
+    pixels, flagged = _call(pipe, cfg, list(prompts), list(seeds), init_images)
     results = []
     for i, seed in enumerate(seeds):
         image, blocked, retries = pixels[i], is_blocked(pixels[i], flagged[i]), 0
         while blocked and retries < cfg.max_retries:
             retries += 1
             init = [init_images[i]] if init_images is not None else None
-            retry_pixels, retry_flagged = _call(pipe, cfg, label, [seed + retries], init)
+            retry_pixels, retry_flagged = _call(pipe, cfg, [prompts[i]], [seed + retries], init)
             image, blocked = retry_pixels[0], is_blocked(retry_pixels[0], retry_flagged[0])
         results.append(Text2ImageResult(image, seed + retries, retries, blocked))
     return results
@@ -123,7 +189,7 @@ def sample_text2image(
 def _call(
     pipe: Any,
     cfg: Text2ImageConfig,
-    label: str,
+    prompts: list[str],
     seeds: list[int],
     init_images: Sequence[Image.Image] | None,
 ) -> tuple[np.ndarray, list[bool]]:
@@ -132,7 +198,7 @@ def _call(
     # CPU generators: the same seed gives the same starting latents on any device.
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     kwargs: dict[str, Any] = {
-        "prompt": [prompt_for(cfg, label)] * len(seeds),
+        "prompt": prompts,
         "num_inference_steps": cfg.steps,
         "guidance_scale": cfg.guidance_scale,
         "generator": generators,

@@ -8,11 +8,12 @@ replicates.
 
 Verdicts come from one declared family (`Family`): on the primary metric (report.primary_metric),
 every mix of the study (study.mixes) against the baseline, and every synthetic study mix against the
-augmentation control with its real count and size (30r30s vs 30r30a; controls.control_pairs), per model
-and hyperparameter source, whether or not this report found runs for all of them; their p-values are
+augmentation control with its real count and size (30r30s vs 30r30a; controls.control_pairs), and
+every study mix of another generator against the first generator's with the same counts (30r30s-sd15
+vs 30r30s; controls.generator_pairs), per model and hyperparameter source, whether or not this report found runs for all of them; their p-values are
 Holm-adjusted over the declared size. Everything else (secondary metrics, ratio and tuned-vs-fixed
-comparisons, a mix outside study.mixes) is shown with its interval and unadjusted p-value, and is
-exploratory.
+comparisons, one backbone against the first of study.models on the same mix, a mix outside
+study.mixes) is shown with its interval and unadjusted p-value, and is exploratory.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ PER_RUN_METRICS = tuple(m for m in FINAL_METRICS if m not in stats.CLASSIFICATIO
 class Pair(NamedTuple):
     """One planned comparison: metric(b) - metric(a)."""
 
-    # "baseline" (mix vs baseline), "augmentation" (synthetic mix vs its augmentation control), "ratio"
-    # (synthetic outnumbers real), "tuned" (vs fixed)
+    # "baseline" (mix vs baseline), "augmentation" (synthetic mix vs its augmentation control),
+    # "generator" (another generator's images vs the first's, same counts), "ratio" (synthetic outnumbers
+    # real), "tuned" (vs fixed), "backbone" (another model vs the first model, same mix)
     kind: str
     a: Cell
     b: Cell
@@ -61,14 +63,17 @@ class Family:
     mixes: tuple[Mix, ...]
     exploratory: str = ""
     controls: tuple[tuple[Mix, Mix], ...] = ()
+    generators: tuple[tuple[Mix, Mix], ...] = ()  # (first generator's mix, another generator's)
 
     @property
     def size(self) -> int:
-        return len(self.mixes) + len(self.controls)
+        return len(self.mixes) + len(self.controls) + len(self.generators)
 
     def holds(self, pair: Pair) -> bool:
         if pair.kind == "augmentation":
             return (pair.a.mix, pair.b.mix) in self.controls
+        if pair.kind == "generator":
+            return (pair.a.mix, pair.b.mix) in self.generators
         return pair.kind == "baseline" and pair.a.mix == self.baseline and pair.b.mix in self.mixes
 
 
@@ -77,8 +82,11 @@ def declared_family(metric: str, baseline: Mix, study_mixes: Sequence[Mix], sele
     augmentation control; `selected` is params.yaml's `mix` ('all' or one mix)."""
     mixes = tuple(m for m in dict.fromkeys(study_mixes) if m != baseline)
     pairs = controls.control_pairs(study_mixes)
-    declared = f"{len(mixes)} mixes against {baseline}" + (
-        f" and {len(pairs)} against their augmentation control" if pairs else ""
+    generators = controls.generator_pairs(study_mixes)
+    declared = (
+        f"{len(mixes)} mixes against {baseline}"
+        + (f", {len(pairs)} against their augmentation control" if pairs else "")
+        + (f", {len(generators)} against the first generator's" if generators else "")
     )
     exploratory = (
         ""
@@ -86,7 +94,7 @@ def declared_family(metric: str, baseline: Mix, study_mixes: Sequence[Mix], sele
         else f"this report comes from a single-mix experiment (mix={selected}), so the study's declared "
         f"family ({declared}) was not run as a whole: every result here is exploratory"
     )
-    return Family(metric, baseline, mixes, exploratory, pairs)
+    return Family(metric, baseline, mixes, exploratory, pairs, generators)
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,7 @@ class Results:
         return list(dict.fromkeys(c.model for c in self.cells))
 
 
-def planned_pairs(cells: Sequence[Cell], baseline: Mix) -> list[Pair]:
+def planned_pairs(cells: Sequence[Cell], baseline: Mix, models: Sequence[str] = ()) -> list[Pair]:
     """Every comparison the report makes, per model.
 
     baseline: each mix against the baseline with the same hyperparameter source;
@@ -152,7 +160,9 @@ def planned_pairs(cells: Sequence[Cell], baseline: Mix) -> list[Pair]:
     images a class (30r30s vs 30r30a);
     ratio: a mix where synthetic outnumbers real against one with as many images where real outnumbers
     synthetic (e.g. 15r30s vs 30r15s), same total number of images a class;
-    tuned: tuned against fixed hyperparameters for the same mix.
+    tuned: tuned against fixed hyperparameters for the same mix;
+    generator: a mix of another generator against the first generator's mix with the same counts;
+    backbone: every model of `models` after the first against the first, same mix and source.
     """
     key = {(c.model, c.source, c.mix): c for c in cells}
     pairs: list[Pair] = []
@@ -176,6 +186,14 @@ def planned_pairs(cells: Sequence[Cell], baseline: Mix) -> list[Pair]:
         fixed = key.get((cell.model, "fixed", cell.mix))
         if cell.source == "tuned" and fixed is not None:
             pairs.append(Pair("tuned", fixed, cell))
+    for cell in cells:
+        first = key.get((cell.model, cell.source, cell.mix.with_generator("")))
+        if cell.mix.generator and first is not None:
+            pairs.append(Pair("generator", first, cell))
+    for cell in cells:
+        reference = key.get((models[0], cell.source, cell.mix)) if models else None
+        if reference is not None and cell.model != models[0]:
+            pairs.append(Pair("backbone", reference, cell))
     return pairs
 
 
@@ -269,13 +287,13 @@ def _test_group(
     if not seeds:
         nan = stats.Difference(math.nan, math.nan, math.nan, math.nan, "no replicate in common")
         return [_Tested(p, seeds, dict.fromkeys(FINAL_METRICS, nan), {}) for p in members]
-    involved = {c.name: c for p in members for c in (p.a, p.b)}
+    involved = {_key(c): c for p in members for c in (p.a, p.b)}
     sets = {name: np.stack([predicted(c.run(s)).predicted for s in seeds]) for name, c in involved.items()}
     first = next(iter(involved.values()))
     boot = stats.bootstrap_differences(
         predicted(first.run(seeds[0])).true,
         sets,
-        [(p.a.name, p.b.name) for p in members],
+        [(_key(p.a), _key(p.b)) for p in members],
         len(first.classes),
         samples=cfg.bootstrap_samples,
         confidence=cfg.confidence,
@@ -289,10 +307,15 @@ def _test_group(
             )
             for m in PER_RUN_METRICS
         }
-        changes = boot[(p.a.name, p.b.name)]
+        changes = boot[(_key(p.a), _key(p.b))]
         class_f1 = dict(zip(first.classes, changes.class_f1, strict=True))
         tested.append(_Tested(p, seeds, {**changes.metrics, **per_run}, class_f1))
     return tested
+
+
+def _key(cell: Cell) -> str:
+    """A cell's name among every model's cells (a backbone pair joins two models' cells of one mix)."""
+    return f"{cell.model}|{cell.name}"
 
 
 def _holm_in_family(tested: Sequence[_Tested], family: Family) -> list[float]:

@@ -82,13 +82,26 @@ def control_pairs(mixes: Sequence[Mix]) -> tuple[tuple[Mix, Mix], ...]:
     return tuple(pairs)
 
 
+def generator_pairs(mixes: Sequence[Mix]) -> tuple[tuple[Mix, Mix], ...]:
+    """(first generator's mix, another generator's mix with the same counts) for every mix of `mixes`
+    naming a generator whose first-generator twin is in `mixes` too (30r30s vs 30r30s-sd15)."""
+    present = set(mixes)
+    return tuple(
+        (m.with_generator(""), m)
+        for m in dict.fromkeys(mixes)
+        if m.generator and m.with_generator("") in present
+    )
+
+
 def synthetic_target(mixes: Iterable[Mix], baseline: Mix) -> Mix | None:
-    """The mix adding the most synthetic images to the baseline's real ones (30r30s in the default
-    study): same real count and on-the-fly augmentation as the baseline, no augmented copies."""
+    """The mix adding the most synthetic images of the first generator to the baseline's real ones
+    (30r30s in the default study): same real count and on-the-fly augmentation as the baseline, no
+    augmented copies."""
     added = [
         m
         for m in mixes
         if m.real == baseline.real
+        and not m.generator
         and m.synthetic > baseline.synthetic
         and not m.augmented
         and m.online_augment == baseline.online_augment
@@ -104,10 +117,11 @@ def real_only_curve(mixes: Iterable[Mix]) -> list[Mix]:
 def same_size_pair(real_heavy: Mix, synthetic_heavy: Mix) -> bool:
     """The ratio comparison's pair: as many images a class, both holding real and synthetic images (no
     augmented copies, the same on-the-fly augmentation), real outnumbering synthetic in the first and
-    synthetic outnumbering real in the second (e.g. 30r15s and 15r30s)."""
+    synthetic outnumbering real in the second (e.g. 30r15s and 15r30s), from one generator."""
     a, b = real_heavy, synthetic_heavy
     return (
         a.images_per_class == b.images_per_class
+        and a.generator == b.generator
         and not (a.augmented or b.augmented)
         and a.online_augment == b.online_augment
         and a.real > a.synthetic > 0

@@ -1,7 +1,8 @@
 """The top of the report: the headline figure (with its data as a CSV) and the sentences above the rest.
 
 The headline figure plots the primary metric against synthetic images a class, one line per real
-count (the mixes of real and synthetic images), the controls (controls.CONTROLS) as horizontal
+count and generator (the mixes of real and synthetic images; a line of another generator than the
+first is labelled with its name), the controls (controls.CONTROLS) as horizontal
 reference lines, one panel per model. The sentences say whether the mix adding the most synthetic
 images to the baseline's real ones beats its augmentation control, and what its synthetic images are
 worth in real ones (exchange.py).
@@ -67,16 +68,29 @@ def _panel(results: Results, model: str, label: str, rows: Sequence[Point]) -> f
     own = [p for p in rows if p.model == model]
     mixing = [p for p in own if p.kind in (controls.SYNTHETIC, controls.REAL_ONLY)]
     lines = []
+    # one line per real count and generator; a real-only mix starts every generator's line of its count
+    generators = list(dict.fromkeys(["", *(p.cell.mix.generator for p in mixing if p.cell.mix.synthetic)]))
     for real in sorted({p.cell.mix.real for p in mixing}):
-        line = sorted((p for p in mixing if p.cell.mix.real == real), key=lambda p: p.cell.mix.synthetic)
-        lines.append(
-            figures.Line(
-                f"{real} real",
-                [p.cell.mix.synthetic for p in line],
-                [results.intervals[p.cell][results.primary] for p in line],
-                [p.cell.mix.name for p in line],
+        for generator in generators:
+            line = sorted(
+                (
+                    p
+                    for p in mixing
+                    if p.cell.mix.real == real
+                    and (p.cell.mix.generator == generator or not p.cell.mix.synthetic)
+                ),
+                key=lambda p: p.cell.mix.synthetic,
             )
-        )
+            if generator and not any(p.cell.mix.synthetic for p in line):
+                continue
+            lines.append(
+                figures.Line(
+                    f"{real} real" + (f", {generator}" if generator else ""),
+                    [p.cell.mix.synthetic for p in line],
+                    [results.intervals[p.cell][results.primary] for p in line],
+                    [p.cell.mix.name for p in line],
+                )
+            )
     references = [
         figures.Reference(
             controls.named(p.cell.mix, results.baseline), results.intervals[p.cell][results.primary]
@@ -110,7 +124,7 @@ def draw_headline(results: Results, out: Path) -> FigureRef:
     return FigureRef(
         FIGURE,
         f"{label[0].upper()}{label[1:]} against synthetic images a class, one line per real count (the mixes of real and "
-        f"synthetic images), one panel per model{shown}. Mean over replicates with its "
+        f"synthetic images; per generator when there are several), one panel per model{shown}. Mean over replicates with its "
         f"{results.confidence:.0%} Student-t interval as a band; its numbers are in {DATA.name}, beside the figure's PNG.",
     )
 

@@ -95,7 +95,11 @@ def provenance(params: Params, runs: StudyRuns, generator_note: str | None = Non
     weights = sorted({f"{model_name(r.model, selected)}: {r.weights}" for r in selected})
     seeds = sorted({r.seed for r in selected})
     return [
-        *generator_lines(params.generate.out_dir / "manifest.csv"),
+        *(
+            line
+            for name in params.generate.names
+            for line in generator_lines(params.generate.manifest_path(name), name, len(params.generate.names))
+        ),
         *([generator_note] if generator_note else []),
         f"Model weights: {'; '.join(weights)}.",
         f"Seeds (replicates): {', '.join(map(str, seeds))}; bootstrap seed {params.report.seed}.",
@@ -106,12 +110,13 @@ def provenance(params: Params, runs: StudyRuns, generator_note: str | None = Non
     ]
 
 
-def generator_lines(manifest: Path) -> list[str]:
-    """Which generator made the synthetic set, from synthetic/manifest.csv."""
+def generator_lines(manifest: Path, name: str = "", generators: int = 1) -> list[str]:
+    """Which generator made the synthetic set `name`, from its manifest (synthetic/manifest.csv for the
+    first generator, synthetic/@<name>/manifest.csv for another)."""
     from synthmix.tracking import file_hash
 
     if not manifest.exists():
-        return [f"No synthetic set ({manifest} is missing): only real-image mixes could run."]
+        return [f"No synthetic set ({manifest} is missing): only mixes without its images could run."]
     rows = read_synthetic_manifest(manifest)
     if not rows:
         return [f"{manifest} lists no images."]
@@ -122,8 +127,9 @@ def generator_lines(manifest: Path) -> list[str]:
     for (generator, model_id, revision), group in sorted(groups.items()):
         steps = sorted({r.steps for r in group})
         guidance = sorted({r.guidance for r in group})
+        named = f"Synthetic set '{name}': generator" if generators > 1 else "Generator"
         lines.append(
-            f"Generator {generator}, model {model_id or 'n/a'}"
+            f"{named} {generator}, model {model_id or 'n/a'}"
             f"{f' (revision {revision})' if revision else ''}: {len(group)} images in "
             f"{len({r.label for r in group})} classes, {', '.join(map(str, steps))} steps, guidance "
             f"{', '.join(f'{g:g}' for g in guidance)}, seeds {_span(sorted({r.seed for r in group}))}, "
@@ -132,7 +138,7 @@ def generator_lines(manifest: Path) -> list[str]:
             "image (neither kind is ever trained on). Provenance: "
             f"{_provenance(generator, group)}."
         )
-    lines.append(f"synthetic/manifest.csv sha256 {file_hash(manifest)[:16]}.")
+    lines.append(f"{manifest.as_posix()} sha256 {file_hash(manifest)[:16]}.")
     return lines
 
 

@@ -90,7 +90,7 @@ def compute(
     cfg = params.report
     cells = group_cells(runs.selected, list(params.study.models), report_mixes(params))
     family = declared_family(cfg.primary_metric, params.study.baseline, params.study.mixes, params.mix)
-    pairs = planned_pairs(cells, params.study.baseline)
+    pairs = planned_pairs(cells, params.study.baseline, params.study.models)
     comparisons = compare_cells(pairs, load, cfg, family)
     return Results(
         tuple(cells),

@@ -265,7 +265,7 @@ def read_training_images(params: Params) -> TrainingImages:
     from synthmix.data import read_manifest
 
     train_csv = params.data.prepared_dir / "train.csv"
-    manifest = params.generate.out_dir / "manifest.csv"
+    manifest = params.generate.manifest_path()  # the first generator's images
     real: dict[str, list[Path]] = defaultdict(list)
     synthetic: dict[str, list[Path]] = defaultdict(list)
     if train_csv.exists():

@@ -138,9 +138,9 @@ def change_table(comparisons: Sequence[Comparison], results: Results) -> Table:
     others = [m for m in FINAL_METRICS if m != primary]
     rows = tuple(
         (
-            names[k.model],
+            names[k.model] if k.kind != "backbone" else f"{names[k.b.model]} vs {names[k.a.model]}",
             k.b.source if k.kind != "tuned" else "tuned vs fixed",
-            f"{k.b.mix} vs {k.a.mix}" if k.kind != "tuned" else k.b.mix.name,
+            {"tuned": k.b.mix.name, "backbone": k.b.mix.name}.get(k.kind, f"{k.b.mix} vs {k.a.mix}"),
             change_text(k, primary, results),
             _detectable_text(k, results),
             *(change_text(k, m, results) for m in others),
@@ -188,9 +188,13 @@ def runs_table(cells: Sequence[Cell]) -> Table:
 
 
 def _controls_text(results: Results) -> str:
-    pairs = results.family.controls
+    pairs, generators = results.family.controls, results.family.generators
     listed = ", ".join(f"{b} vs {a}" for a, b in pairs)
-    return f", and each synthetic mix against its augmentation control ({listed})," if pairs else ""
+    text = f", each synthetic mix against its augmentation control ({listed})" if pairs else ""
+    if generators:
+        listed = ", ".join(f"{b} vs {a}" for a, b in generators)
+        text += f", each other generator's mix against the first generator's with the same counts ({listed})"
+    return text + "," if text else ""
 
 
 def sections(results: Results) -> list[Section]:
@@ -217,6 +221,27 @@ def sections(results: Results) -> list[Section]:
                 f"follows, * marks one below {alpha:.2g}, and 'detectable' is the smallest change found with "
                 f"{POWER:.0%} power. Every other entry is exploratory.",
                 (change_table(against, results),),
+            )
+        )
+    generators = [k for k in results.comparisons if k.kind == "generator"]
+    if generators:
+        out.append(
+            Section(
+                "Generators",
+                "Each other generator's images against the first generator's, with the same real and "
+                "synthetic counts and the same paired inference as above (in the declared family when both "
+                "mixes are study mixes, else exploratory).",
+                (change_table(generators, results),),
+            )
+        )
+    backbones = [k for k in results.comparisons if k.kind == "backbone"]
+    if backbones:
+        out.append(
+            Section(
+                "Backbones",
+                "Each model against the first of study.models on the same mix and replicates, the same "
+                "paired inference over the same test images (exploratory).",
+                (change_table(backbones, results),),
             )
         )
     tuned = [k for k in results.comparisons if k.kind == "tuned"]

@@ -29,7 +29,12 @@ NO_DIFFERENCE = "no significant difference"
 NO_VARIANCE = "no variance"
 POWER = 0.8  # of the smallest detectable change the report states
 # What a backbone's recorded weights mean, for the title.
-_WEIGHTS_NAMES = {"imagenet": "ImageNet", "random": "random init, not ImageNet", "none": "random init"}
+_WEIGHTS_NAMES = {
+    "imagenet": "ImageNet",
+    "pretrained": "pretrained",
+    "random": "random init, not pretrained",
+    "none": "random init",
+}
 RANDOM_WEIGHTS = frozenset({"random", "none"})  # run.json's `weights` of a randomly initialised backbone
 # What a replicate may redraw (study.redraw), in words.
 _REDRAW_NAMES = {
@@ -245,6 +250,12 @@ def _source_findings(results: Results, own: Sequence[Cell], name: str) -> list[s
         f"of the real images in place of synthetic ones) {describe(k, primary, results)}."
         for k in ours
         if k.kind == "augmentation"
+    ]
+    out += [
+        f"{who}: {k.b.mix} vs {k.a.mix} (another generator's synthetic images in place of the first "
+        f"generator's, the same counts) {describe(k, primary, results)}."
+        for k in ours
+        if k.kind == "generator"
     ]
     out.append(f"{who}: {_best_mix(results, own, against)}.")
     declared = [k for k in ours if k.in_family]

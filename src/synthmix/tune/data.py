@@ -72,7 +72,7 @@ def tuning_sets(params: Params, mix: Mix) -> TuningSets:
     if mix.real > params.data.train_per_class:  # the extra-real control also takes the extra images
         real_rows += read_manifest(params.data.prepared_dir / "extra.csv")
     synthetic_rows = (
-        read_synthetic_manifest(params.generate.out_dir / "manifest.csv") if mix.synthetic else []
+        read_synthetic_manifest(params.generate.manifest_path(mix.generator)) if mix.synthetic else []
     )
     held_paths = {row.path for row in held}
     train = [
