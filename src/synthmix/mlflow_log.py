@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from synthmix import rundir, tracking
-from synthmix.config import Params, flatten, to_dict
+from synthmix.config import MODEL_NAMES, Params, flatten, to_dict
 from synthmix.errors import UserError
 from synthmix.evaluate import Evaluation
 from synthmix.fit import FitResult
@@ -93,7 +93,7 @@ def log_training_run(
                 "optimizer_steps": record.optimizer_steps,
                 "num_classes": len(record.classes),
                 **{f"hp.{k}": v for k, v in record.hyperparameters.items()},
-                **flatten(to_dict(params.train), "train."),
+                **flatten(_run_settings(params, record.model), "train."),
             }
         )
         _log_curves(run.info.run_id, result)
@@ -103,6 +103,13 @@ def log_training_run(
             mlflow.log_artifact(str(run_dir / file), artifact_path="results")
         _log_model(record, result, params)
         return run.info.run_id
+
+
+def _run_settings(params: Params, model: str) -> dict:
+    """train.* as it applies to this run: the shared settings and this model's own section only (the
+    other models' sections say nothing about it, and would make every run carry each model's keys)."""
+    settings = to_dict(params.train)
+    return {k: v for k, v in settings.items() if k not in MODEL_NAMES or k == model}
 
 
 def _log_curves(run_id: str, result: FitResult) -> None:
