@@ -227,7 +227,7 @@ def test_a_bad_mix_names_its_key_and_position(raw, message):
         ),
         (
             {"generate": {"generator": "gan"}},
-            r"generate\.generator is 'gan'; it must be 'ddpm' or 'text2image'\.$",
+            r"generate\.generator is 'gan'; it must be 'ddpm', 'text2image' or 'lora'\.$",
         ),
         (
             {"generate": {"text2image": {"prompt_template": "a photo"}}},

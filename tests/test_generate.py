@@ -509,8 +509,9 @@ def test_bad_generate_settings_exit_2(in_tmp, capsys, generate, message):
 def test_every_generator_states_what_it_learnt_from():
     from synthmix.config import GENERATORS
     from synthmix.generate.manifest import GENERATOR_PROVENANCE
+    from synthmix.generate.sources import LEARNS_FROM_POOL
 
-    assert set(GENERATOR_PROVENANCE) == set(GENERATORS) | {"ddpm-pool"}
+    assert set(GENERATOR_PROVENANCE) == set(GENERATORS) | {f"{g}-pool" for g in LEARNS_FROM_POOL}
 
 
 def test_the_ddpm_learns_from_the_pool_alone_never_from_the_classifiers_images(

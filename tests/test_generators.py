@@ -133,3 +133,79 @@ def test_a_mix_naming_an_unknown_generator_exits_2_naming_the_key(in_tmp, capsys
     assert run(["check-params"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "study.mixes[1] is '30r15s-sdxl'" in err and "no generator 'sdxl' in generate.generators" in err
+
+
+# --- a generator fine-tuned with LoRA ----------------------------------------------------------------
+
+TINY_LORA = {"rank": 2, "train_steps": 4, "batch_size": 2, "learning_rate": 0.01, "checkpoint_every": 2}
+
+
+def test_a_lora_generator_fine_tunes_on_the_pool_and_makes_other_images_than_its_base(
+    in_tmp, image_tree, tiny_sd, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{in_tmp / 'mlflow.db'}")
+    image_tree({"ankle_boot": 8, "b": 8}, root=in_tmp / "data")
+    params = _params(
+        tiny_sd,
+        ["4r0s", "4r3s", "4r3s-tuned"],
+        tuned={**_t2i(tiny_sd), "generator": "lora", "lora": TINY_LORA},
+    )
+    params["data"]["pool_per_class"] = 2  # the fine-tune learns from these, never from train or test
+    del params["generate"]["generators"]["sd_b"], params["generate"]["generators"]["img"]
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    assert run(["prepare"]) == 0
+    assert run(["generate"]) == 0
+
+    base, tuned = (
+        read_synthetic_manifest(p)
+        for p in (Path("synthetic/manifest.csv"), Path("synthetic/@tuned/manifest.csv"))
+    )
+    assert {(r.generator, r.learned_from) for r in tuned} == {("lora", "pool")}
+    assert all("+lora:" in r.revision for r in tuned) and {r.model_hash for r in tuned} == {
+        r.model_hash for r in base
+    }
+    assert [r.seed for r in tuned] == [r.seed for r in base]  # same seeds and prompts: the adapter differs
+    assert all(a.sha256 != b.sha256 for a, b in zip(base, tuned, strict=True))
+    assert Path("models/lora/@tuned/final/lora.safetensors").exists()
+    assert Path("samples/@tuned/grid.png").exists()
+
+    # a rerun reuses the adapter: nothing fine-tuned, nothing generated
+    final = Path("models/lora/@tuned/final/lora.safetensors").stat().st_mtime_ns
+    summaries = {s.name: s for s in generate_synthetic(load_params("params.yaml"))}
+    assert summaries["tuned"].generated == 0 and summaries["tuned"].reused == 6
+    assert Path("models/lora/@tuned/final/lora.safetensors").stat().st_mtime_ns == final
+
+
+def test_an_interrupted_lora_fine_tune_resumes_to_the_uninterrupted_adapter(tmp_path, tiny_sd):
+    import numpy as np
+    from diffusers import AutoPipelineForText2Image
+    from safetensors.torch import load_file
+
+    from synthmix.config import LoRAConfig
+    from synthmix.generate import lora
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
+    prompts = ["a cat", "a cat", "a dog", "a dog"]
+
+    def finetune(root: Path, stop_at: int | None = None) -> dict:
+        pipe = AutoPipelineForText2Image.from_pretrained(tiny_sd)
+        cfg = LoRAConfig(**{**TINY_LORA, "checkpoint_dir": root})
+
+        def interrupt(step: int) -> None:
+            if step == stop_at:
+                raise KeyboardInterrupt
+
+        try:
+            final = lora.finetune(pipe, cfg, images, prompts, 0, "fp", on_step=interrupt)
+        except KeyboardInterrupt:
+            return {}
+        return load_file(final / lora.ADAPTER_FILE)
+
+    whole = finetune(tmp_path / "whole")
+    assert finetune(tmp_path / "cut", stop_at=3) == {}
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint-2"]
+    resumed = finetune(tmp_path / "cut")
+    assert whole.keys() == resumed.keys() and len(whole) > 0
+    assert all(np.array_equal(whole[k].numpy(), resumed[k].numpy()) for k in whole)
+    assert any(float(v.abs().sum()) > 0 for k, v in whole.items() if "lora_B" in k)  # it learnt something

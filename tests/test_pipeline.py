@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from synthmix import tracking
-from tiny_study import PROJECT, TINY_PARAMS, all_files, merged, sh, write_tiny_images
+from tiny_study import PROJECT, TINY_PARAMS, all_files, copy_project, merged, sh, write_tiny_images
 
 pytestmark = pytest.mark.slow
 
@@ -118,9 +117,7 @@ def test_a_set_of_exactly_60_images_a_class_imports_and_runs_naming_the_control_
     and no pool (the DDPM learns from the training split). Import, then the README's next command."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", "MLproject", "python_env.yaml", ".gitignore"):
-        shutil.copy(PROJECT / name, repo / name)
-    shutil.copytree(PROJECT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    copy_project(repo)
     project_params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params = merged(project_params, COMPUTE_ONLY)
     for key in ("mix", "data"):

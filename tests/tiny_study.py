@@ -87,14 +87,22 @@ def all_files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def copy_project(repo: Path) -> None:
+    """The files of this project a pipeline repository needs (not data, params or results) into `repo`:
+    dvc.yaml and what its stages read besides data (the code, the prompts/ folder), the MLproject."""
+    for name in ("dvc.yaml", ".dvcignore", "MLproject", "python_env.yaml", ".gitignore"):
+        shutil.copy(PROJECT / name, repo / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for folder in ("src", "prompts"):
+        shutil.copytree(PROJECT / folder, repo / folder, ignore=ignore)
+
+
 def build_repo(base: Path) -> Path:
     """A git + DVC repository shaped like synthmix's own, with tiny data and params, after `dvc repro`.
     Its default DVC remote is the folder `base/remote`."""
     repo = base / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", "MLproject", "python_env.yaml", ".gitignore"):
-        shutil.copy(PROJECT / name, repo / name)
-    shutil.copytree(PROJECT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    copy_project(repo)
     # DVC needs every parameter a stage declares in params.yaml: start from the project's file.
     params = merged(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY_PARAMS)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

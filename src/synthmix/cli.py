@@ -279,6 +279,31 @@ def report_command(
     )
 
 
+@app.command("review")
+def review_command(
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0: any free one)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; the default is reachable from this machine only."
+    ),
+    params_file: Path = PARAMS_OPTION,
+) -> None:
+    """Open a local page to accept or reject the synthetic images, class by class, beside real ones.
+
+    Decisions are saved to vetting/decisions.csv as you make them (commit it); stop with Ctrl-C.
+    """
+    from synthmix.review.server import open_server, serve_until_stopped
+
+    server = open_server(_params(params_file), host, port)
+    console.print(
+        f"Review the synthetic images at {server.url} (decisions go to {server.decisions_path}); "
+        "press Ctrl-C to stop.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    serve_until_stopped(server)
+    console.print("Stopped.", highlight=False)
+
+
 @app.command("model-summary")
 def model_summary_command(
     model: str = typer.Option("cnn", "--model", help="cnn or resnet50."),

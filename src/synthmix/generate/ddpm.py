@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ import numpy as np
 
 from synthmix.config import to_dict
 from synthmix.errors import one_line
-from synthmix.files import atomic_path
+from synthmix.generate import checkpoints
 from synthmix.progress import progress
 
 if TYPE_CHECKING:
@@ -37,8 +36,7 @@ if TYPE_CHECKING:
     from synthmix.config import DDPMConfig
 
 MODEL_ID = "synthmix-ddpm"
-FINAL_DIR = "final"
-FINGERPRINT_FILE = "fingerprint.json"
+FINAL_DIR = checkpoints.FINAL_DIR
 CHECKPOINT_PARTS = ("model", "ema", "optimizer")  # checkpoint-<step>/<part>.safetensors
 EMA_DECAY = 0.995
 WARMUP_STEPS = 50
@@ -138,12 +136,12 @@ def train_ddpm(
 
     root = cfg.checkpoint_dir
     final = root / FINAL_DIR
-    _drop_stale_checkpoints(root, fingerprint)
+    checkpoints.drop_stale(root, fingerprint, "DDPM")
     if final.is_dir():
         problem = _final_problem(final)
         if problem is None:
             return final
-        _discard(final, problem)
+        checkpoints.discard(final, problem, "DDPM")
     root.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(seed)
@@ -151,7 +149,11 @@ def train_ddpm(
     ema = build_unet(cfg, num_classes)
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
-    start = _load_latest_checkpoint(root, fingerprint, model, ema, optimizer)
+    start, saved = checkpoints.load_latest_checkpoint(root, fingerprint, CHECKPOINT_PARTS, "DDPM")
+    if saved:
+        model.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        optimizer.load_state_dict(checkpoints.optimizer_state(optimizer, saved["optimizer"]))
     ema.requires_grad_(False)
 
     scheduler = noise_scheduler(cfg)
@@ -185,7 +187,9 @@ def train_ddpm(
             log_loss(sum(recent) / len(recent), done)
             recent.clear()
         if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
-            _save_checkpoint(root, done, fingerprint, model, ema, optimizer)
+            parts = {"model": model.state_dict(), "ema": ema.state_dict()}
+            parts["optimizer"] = checkpoints.optimizer_tensors(optimizer)
+            checkpoints.save_checkpoint(root, done, fingerprint, parts)
         if on_step is not None:
             on_step(done)
 
@@ -229,105 +233,7 @@ def sample_ddpm(
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
-# --- checkpoints ----------------------------------------------------------------------------------
-
-
-def _fingerprint_of(directory: Path) -> str | None:
-    """The fingerprint a checkpoint or final model was saved with (None if it has none)."""
-    state = json.loads((directory / FINGERPRINT_FILE).read_text())
-    fingerprint = state.get("fingerprint") if isinstance(state, dict) else None
-    return fingerprint if isinstance(fingerprint, str) else None
-
-
-def _discard(directory: Path, problem: str) -> None:
-    """Delete a checkpoint or final model that does not load, with one warning naming it."""
-    shutil.rmtree(directory, ignore_errors=True)
-    instead = (
-        "rebuilding it from the last checkpoint that loads"
-        if directory.name == FINAL_DIR
-        else "resuming from the checkpoint before it (or from scratch)"
-    )
-    warnings.warn(f"DDPM checkpoint {directory} does not load ({problem}): deleted, {instead}.", stacklevel=3)
-
-
-def _drop_stale_checkpoints(root: Path, fingerprint: str) -> None:
-    """Delete checkpoints and a final model trained with other settings or data, so none is resumed,
-    and those whose fingerprint.json does not read back (with a warning: they were damaged)."""
-    if not root.exists():
-        return
-    for entry in sorted(root.iterdir()):
-        if entry.name.endswith(".tmp"):
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        elif entry.is_dir():
-            try:
-                stale = _fingerprint_of(entry) != fingerprint
-            except (OSError, ValueError) as exc:  # missing, unreadable, not JSON
-                _discard(entry, f"{FINGERPRINT_FILE}: {one_line(exc)}")
-                continue
-            if stale:
-                shutil.rmtree(entry)
-
-
-def _checkpoint_dirs(root: Path, fingerprint: str) -> list[tuple[int, Path]]:
-    found = []
-    for entry in root.glob("checkpoint-*"):
-        if entry.is_dir() and entry.name.split("-")[1].isdigit() and _fingerprint_of(entry) == fingerprint:
-            found.append((int(entry.name.split("-")[1]), entry))
-    return sorted(found)
-
-
-def _save_checkpoint(root: Path, step: int, fingerprint: str, model, ema, optimizer) -> None:
-    """Write checkpoint-<step>/ under a temporary name and rename it (never half-written); keep it and
-    the one before it (the fallback should it be damaged later)."""
-    from safetensors.torch import save
-
-    target = root / f"checkpoint-{step}"
-    tmp = root / f"checkpoint-{step}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    tensors = {
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": _optimizer_tensors(optimizer),
-    }
-    try:
-        for part in CHECKPOINT_PARTS:
-            # Serialised in memory, written by Python: a full disk then names the file it failed on.
-            data = save({k: v.contiguous() for k, v in tensors[part].items()})
-            with atomic_path(tmp / f"{part}.safetensors") as path:
-                path.write_bytes(data)
-        # The fingerprint file is written last: a directory without it is never resumed.
-        with atomic_path(tmp / FINGERPRINT_FILE) as path:
-            path.write_text(json.dumps({"fingerprint": fingerprint, "step": step}))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # no half-written checkpoint left behind
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    older = [directory for older_step, directory in _checkpoint_dirs(root, fingerprint) if older_step < step]
-    for directory in older[:-1]:
-        shutil.rmtree(directory)
-
-
-def _load_latest_checkpoint(root: Path, fingerprint: str, model, ema, optimizer) -> int:
-    """Restore the newest matching checkpoint that loads into model/ema/optimizer; return its step (0
-    if none). One that does not load is deleted with a warning and the one before it tried."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    for step, directory in reversed(_checkpoint_dirs(root, fingerprint)):
-        try:
-            parts = {part: load_file(directory / f"{part}.safetensors") for part in CHECKPOINT_PARTS}
-        except (OSError, SafetensorError) as exc:  # a missing file; a torn one ("file not fully covered")
-            _discard(directory, one_line(exc))
-            continue
-        model.load_state_dict(parts["model"])
-        ema.load_state_dict(parts["ema"])
-        optimizer.load_state_dict(_optimizer_state(optimizer, parts["optimizer"]))
-        return step
-    return 0
+# --- the final model ------------------------------------------------------------------------------
 
 
 def _final_problem(final: Path) -> str | None:
@@ -345,31 +251,13 @@ def _final_problem(final: Path) -> str | None:
     return None
 
 
-def _optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
-    """AdamW's per-parameter state as flat named tensors, for safetensors."""
-    tensors = {}
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"{index}.{key}"] = value.detach().reshape(value.shape).contiguous().clone()
-    return tensors
-
-
-def _optimizer_state(optimizer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
-
-
 def _save_final(final: Path, ema, fingerprint: str) -> None:
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
         ema.save_pretrained(tmp, safe_serialization=True)
-        with atomic_path(tmp / FINGERPRINT_FILE) as path:
-            path.write_text(json.dumps({"fingerprint": fingerprint}))
+        checkpoints.write_fingerprint(tmp, fingerprint)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -46,6 +46,15 @@ GENERATOR_PROVENANCE = {
         "the DDPM learnt from every real training image of each class (never the test split), so a mix "
         "with fewer real images (e.g. 15r30s, 0r30s) carries information from real images it does not hold"
     ),
+    "lora-pool": (
+        "a pretrained text-to-image model whose LoRA adapters were fine-tuned on a held-out pool of real "
+        "images that the classifier never sees; no mix holds a real image its synthetic images derive from"
+    ),
+    "lora": (
+        "a pretrained text-to-image model whose LoRA adapters were fine-tuned on every real training image "
+        "of each class (never the test split), so a mix with fewer real images carries information from "
+        "real images it does not hold"
+    ),
     "text2image": (
         "made from a text prompt alone, from no real image of this data set (what the model learnt in its "
         "own pre-training is outside this study)"

@@ -156,13 +156,18 @@ class Text2ImageSource:
     sources: dict[str, list[SplitRow]]  # class -> real training rows of rank < source_ranks, by rank
     class_prompts: text2image.ClassPrompts
     model_hash: str
+    kind: str = "text2image"  # the manifest's generator column: "lora" for a fine-tuned pipeline
+    adapter: str = ""  # a fine-tune's fingerprint (which adapter weights), recorded in the revision
+    learned_from: str = ""  # which real images a fine-tune learnt from: "pool" or "train"
 
     @property
     def chunk_size(self) -> int:
         return self.cfg.batch_size
 
     def settings(self) -> dict[str, Any]:
-        settings = {"generator": "text2image", **to_dict(self.cfg)}
+        settings = {"generator": self.kind, **to_dict(self.cfg)}
+        if self.adapter:  # other adapter weights make other images
+            settings["adapter"] = self.adapter
         if self.cfg.mode == "image":  # other source images make other images
             settings["sources"] = {label: [r.sha256 for r in rows] for label, rows in self.sources.items()}
         if self.class_prompts:  # the file's prompts, not its path, make the images
@@ -173,18 +178,23 @@ class Text2ImageSource:
         return text2image.prompt_for(self.cfg, key.label, key.index, self.class_prompts)
 
     def row_for(self, key: ImageKey) -> SyntheticRow:
+        revision = text2image.revision_of(self.cfg)
         row = _template(
             key.label,
-            "text2image",
+            self.kind,
             self.cfg.model,
-            text2image.revision_of(self.cfg),
+            f"{revision}+lora:{self.adapter[:16]}" if self.adapter else revision,
             self.prompt(key),
             self.cfg.steps,
             self.cfg.guidance_scale,
         )
         strength = self.cfg.strength if self.cfg.mode == "image" else None
         return replace(
-            row, negative_prompt=self.cfg.negative_prompt, strength=strength, model_hash=self.model_hash
+            row,
+            negative_prompt=self.cfg.negative_prompt,
+            strength=strength,
+            model_hash=self.model_hash,
+            learned_from=self.learned_from,
         )
 
     def sample(self, keys: Sequence[ImageKey], seeds: Sequence[int]) -> list[Generated]:
@@ -225,12 +235,46 @@ def open_text2image(
     )
 
 
+def open_lora(
+    cfg: GenerateConfig,
+    learn_rows: Sequence[SplitRow],
+    classes: Sequence[str],
+    state: Any,
+    log_metric: LogMetric,
+    source_ranks: int,
+) -> Text2ImageSource:
+    """text2image's pipeline with LoRA adapters fine-tuned on `learn_rows` (the generator's pool when
+    the data has one, else the training split), each image captioned with its class's first prompt;
+    the main process fine-tunes (the others wait), then every process loads the adapter."""
+    from synthmix.generate import lora
+
+    t2i = cfg.text2image.model_copy(update={"mode": "text"})
+    pipe = text2image.load_pipeline(t2i, state.device)
+    class_prompts = text2image.read_class_prompts(t2i, classes)
+    base_hash = text2image.model_hash(t2i)
+    ordered = sorted(learn_rows, key=lambda r: (r.label, r.rank))
+    captions = [text2image.prompt_for(t2i, r.label, 0, class_prompts) for r in ordered]
+    hashes = [r.sha256 for r in ordered]
+    fingerprint = lora.lora_fingerprint(cfg.lora, t2i, base_hash, hashes, captions, cfg.seed)
+    if state.is_main_process:
+        images = np.stack([decode_array(r.path, size=t2i.size) for r in ordered])
+        log_loss = lambda loss, step: log_metric("lora_loss", loss, step)  # noqa: E731
+        lora.finetune(pipe, cfg.lora, images, captions, cfg.seed, fingerprint, log_loss)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        lora.add_adapter(pipe, cfg.lora.rank)
+        lora.load_final(pipe, cfg.lora.checkpoint_dir / lora.checkpoints.FINAL_DIR)
+    learned_from = ordered[0].split if ordered else "train"
+    return Text2ImageSource(pipe, t2i, {}, class_prompts, base_hash, "lora", fingerprint, learned_from)
+
+
 # --- the registry ---------------------------------------------------------------------------------
 
 # Generators trained here from real images: they learn from the generator's pool when there is one.
-LEARNS_FROM_POOL = frozenset({"ddpm"})
+LEARNS_FROM_POOL = frozenset({"ddpm", "lora"})
 
 SOURCES: dict[str, SourceFactory] = {
     "ddpm": open_ddpm,
     "text2image": open_text2image,
+    "lora": open_lora,
 }

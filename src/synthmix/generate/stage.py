@@ -133,7 +133,10 @@ def generate_synthetic(params: Params, names: Sequence[str] = ()) -> list[Genera
             f"No generator '{unknown[0]}' in params.yaml (generate.name / generate.generators has: "
             f"{', '.join(params.generate.names)}). Name one of those, or add it to generate.generators."
         )
-    return [_generate_one(params, params.generate.single(n)) for n in (names or params.generate.names)]
+    summaries = [_generate_one(params, params.generate.single(n)) for n in (names or params.generate.names)]
+    for trained in (params.generate.ddpm.checkpoint_dir, params.generate.lora.checkpoint_dir):
+        trained.mkdir(parents=True, exist_ok=True)  # DVC outputs, even when no generator trains there
+    return summaries
 
 
 def _generate_one(params: Params, cfg: GenerateConfig) -> GenerateSummary:
