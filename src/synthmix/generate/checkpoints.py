@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 FINAL_DIR = "final"
 FINGERPRINT_FILE = "fingerprint.json"
+LOSS_LOG_EVERY = 10  # steps between logged (mean) losses
 
 
 def fingerprint_of(directory: Path) -> str | None:
@@ -140,3 +142,49 @@ def optimizer_state(optimizer, tensors: Mapping[str, torch.Tensor]) -> dict[str,
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
     return {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
+
+
+@dataclass
+class StepLog:
+    """What a resumable training loop does after each step: log the mean loss of the last
+    LOSS_LOG_EVERY steps, write a checkpoint every `checkpoint_every` steps and after the last one,
+    then call `on_step(step)` (tests use it to interrupt training)."""
+
+    root: Path
+    fingerprint: str
+    total: int  # the training's last step
+    checkpoint_every: int
+    log_loss: Callable[[float, int], None]
+    on_step: Callable[[int], None] | None = None
+    recent: list[float] = field(default_factory=list)
+
+    def after(
+        self, done: int, loss: float, parts: Callable[[], Mapping[str, Mapping[str, torch.Tensor]]]
+    ) -> None:
+        """Step `done` (from 1) finished with `loss`; `parts()` gives the checkpoint's tensors."""
+        self.recent.append(loss)
+        last = done == self.total
+        if done % LOSS_LOG_EVERY == 0 or last:
+            self.log_loss(sum(self.recent) / len(self.recent), done)
+            self.recent.clear()
+        if done % self.checkpoint_every == 0 or last:
+            save_checkpoint(self.root, done, self.fingerprint, parts())
+        if self.on_step is not None:
+            self.on_step(done)
+
+
+def write_final(final: Path, fingerprint: str, write: Callable[[Path], None]) -> None:
+    """The finished model: `write(folder)` fills a temporary folder, the fingerprint goes in last, and
+    the folder replaces `final` whole (a crash leaves the old one or none, never half of one)."""
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        write(tmp)
+        write_fingerprint(tmp, fingerprint)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +38,6 @@ FINAL_DIR = checkpoints.FINAL_DIR
 CHECKPOINT_PARTS = ("model", "ema", "optimizer")  # checkpoint-<step>/<part>.safetensors
 EMA_DECAY = 0.995
 WARMUP_STEPS = 50
-LOSS_LOG_EVERY = 10
 # Settings that shape the trained weights; the sampling ones (sample_steps, sample_batch_size) and
 # where checkpoints live do not, so changing them must not retrain.
 _TRAINING_KEYS = (
@@ -160,7 +157,7 @@ def train_ddpm(
     data = images_to_tensor(images)
     classes = torch.from_numpy(labels.astype(np.int64))
     model.train()
-    recent: list[float] = []
+    steps = checkpoints.StepLog(root, fingerprint, cfg.train_steps, cfg.checkpoint_every, log_loss, on_step)
     for step in progress(range(start, cfg.train_steps), "Training DDPM", total=cfg.train_steps - start):
         draw = torch.Generator().manual_seed(step_seed(seed, step))
         batch = torch.randint(len(data), (cfg.batch_size,), generator=draw)
@@ -181,19 +178,19 @@ def train_ddpm(
             decay = ema_decay_at(step)
             for averaged, current in zip(ema.parameters(), model.parameters(), strict=True):
                 averaged.lerp_(current, 1.0 - decay)
-        recent.append(loss.item())
-        done = step + 1
-        if done % LOSS_LOG_EVERY == 0 or done == cfg.train_steps:
-            log_loss(sum(recent) / len(recent), done)
-            recent.clear()
-        if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
-            parts = {"model": model.state_dict(), "ema": ema.state_dict()}
-            parts["optimizer"] = checkpoints.optimizer_tensors(optimizer)
-            checkpoints.save_checkpoint(root, done, fingerprint, parts)
-        if on_step is not None:
-            on_step(done)
+        steps.after(
+            step + 1,
+            loss.item(),
+            lambda: {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": checkpoints.optimizer_tensors(optimizer),
+            },
+        )
 
-    _save_final(final, ema, fingerprint)
+    checkpoints.write_final(
+        final, fingerprint, lambda folder: ema.save_pretrained(folder, safe_serialization=True)
+    )
     return final
 
 
@@ -249,18 +246,3 @@ def _final_problem(final: Path) -> str | None:
     except (OSError, ValueError, SafetensorError) as exc:
         return one_line(exc)
     return None
-
-
-def _save_final(final: Path, ema, fingerprint: str) -> None:
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        ema.save_pretrained(tmp, safe_serialization=True)
-        checkpoints.write_fingerprint(tmp, fingerprint)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)

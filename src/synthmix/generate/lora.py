@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from synthmix.config import to_dict
+from synthmix.files import atomic_path
 from synthmix.generate import checkpoints
 from synthmix.progress import progress
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 ADAPTER_FILE = "lora.safetensors"
 CHECKPOINT_PARTS = ("lora", "optimizer")
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections of every block
-LOSS_LOG_EVERY = 10
 
 
 def lora_fingerprint(
@@ -133,7 +132,7 @@ def finetune(
     factor = vae.config.scaling_factor
     timesteps_total = scheduler.config.num_train_timesteps
     unet.train()
-    recent: list[float] = []
+    steps = checkpoints.StepLog(root, fingerprint, cfg.train_steps, cfg.checkpoint_every, log_loss, on_step)
     for step in progress(range(start, cfg.train_steps), "Fine-tuning LoRA", total=cfg.train_steps - start):
         draw = torch.Generator().manual_seed(_step_seed(seed, step))
         batch = torch.randint(len(images), (cfg.batch_size,), generator=draw)
@@ -154,18 +153,13 @@ def finetune(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
-        recent.append(loss.item())
-        done = step + 1
-        if done % LOSS_LOG_EVERY == 0 or done == cfg.train_steps:
-            log_loss(sum(recent) / len(recent), done)
-            recent.clear()
-        if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
-            parts = {"lora": _adapter_state(pipe), "optimizer": checkpoints.optimizer_tensors(optimizer)}
-            checkpoints.save_checkpoint(root, done, fingerprint, parts)
-        if on_step is not None:
-            on_step(done)
+        steps.after(
+            step + 1,
+            loss.item(),
+            lambda: {"lora": _adapter_state(pipe), "optimizer": checkpoints.optimizer_tensors(optimizer)},
+        )
     unet.eval()
-    _save_final(pipe, final, fingerprint)
+    checkpoints.write_final(final, fingerprint, lambda folder: _write_adapter(pipe, folder))
     return final
 
 
@@ -176,19 +170,10 @@ def load_final(pipe: Any, final: Path) -> None:
     _load_adapter_state(pipe, load_file(final / ADAPTER_FILE))
 
 
-def _save_final(pipe: Any, final: Path, fingerprint: str) -> None:
+def _write_adapter(pipe: Any, folder: Path) -> None:
     from safetensors.torch import save
 
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        (tmp / ADAPTER_FILE).write_bytes(save({k: v.contiguous() for k, v in _adapter_state(pipe).items()}))
-        checkpoints.write_fingerprint(tmp, fingerprint)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    folder.mkdir(parents=True)
+    data = save({k: v.contiguous() for k, v in _adapter_state(pipe).items()})
+    with atomic_path(folder / ADAPTER_FILE) as path:
+        path.write_bytes(data)

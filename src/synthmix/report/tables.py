@@ -197,6 +197,24 @@ def _controls_text(results: Results) -> str:
     return text + "," if text else ""
 
 
+# The axes besides the mix, one section each: (comparison kind, title, what its table holds).
+_AXIS_SECTIONS = (
+    (
+        "generator",
+        "Generators",
+        "Each other generator's images against the first generator's, with the same real and synthetic "
+        "counts and the same paired inference as above (in the declared family when both mixes are study "
+        "mixes, else exploratory).",
+    ),
+    (
+        "backbone",
+        "Backbones",
+        "Each model against the first of study.models on the same mix and replicates, the same paired "
+        "inference over the same test images (exploratory).",
+    ),
+)
+
+
 def sections(results: Results) -> list[Section]:
     """Summary, changes against the baseline (and ratio), tuned vs fixed: also all of summary.md."""
     confidence, alpha, primary = results.confidence, results.alpha, METRIC_LABELS[results.primary]
@@ -223,27 +241,10 @@ def sections(results: Results) -> list[Section]:
                 (change_table(against, results),),
             )
         )
-    generators = [k for k in results.comparisons if k.kind == "generator"]
-    if generators:
-        out.append(
-            Section(
-                "Generators",
-                "Each other generator's images against the first generator's, with the same real and "
-                "synthetic counts and the same paired inference as above (in the declared family when both "
-                "mixes are study mixes, else exploratory).",
-                (change_table(generators, results),),
-            )
-        )
-    backbones = [k for k in results.comparisons if k.kind == "backbone"]
-    if backbones:
-        out.append(
-            Section(
-                "Backbones",
-                "Each model against the first of study.models on the same mix and replicates, the same "
-                "paired inference over the same test images (exploratory).",
-                (change_table(backbones, results),),
-            )
-        )
+    for kind, title, text in _AXIS_SECTIONS:
+        found = [k for k in results.comparisons if k.kind == kind]
+        if found:
+            out.append(Section(title, text, (change_table(found, results),)))
     tuned = [k for k in results.comparisons if k.kind == "tuned"]
     if tuned:
         out.append(
