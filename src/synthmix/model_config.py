@@ -51,52 +51,43 @@ def _weights_setting(keywords: tuple[str, ...], example: str) -> object:
 TorchvisionWeights = Annotated[str, _weights_setting(RESNET_WEIGHTS_KEYWORDS, "weights/resnet50.pth")]
 
 
-class ResNetConfig(ModelSection):
+class FrozenBackboneSection(ModelSection):
+    """A frozen backbone with a new head: only the head trains, with its own dropout before it."""
+
     dropout_field = "head_dropout"
     lr: PositiveFloat = 0.001
     weight_decay: NonNegativeFloat = 0.001
     epochs: PositiveInt = 20
-    weights: TorchvisionWeights = "auto"  # imagenet | none | auto | path to a state-dict file
     head_dropout: Fraction = 0.0  # dropout before the new classification head (the study used none)
 
 
-class ViTConfig(ModelSection):
+class ResNetConfig(FrozenBackboneSection):
+    weights: TorchvisionWeights = "auto"  # imagenet | none | auto | path to a state-dict file
+
+
+class ViTConfig(FrozenBackboneSection):
     """torchvision's ViT-B/16, frozen, with a new head; images are resized to its 224 px."""
 
-    dropout_field = "head_dropout"
-    lr: PositiveFloat = 0.001
-    weight_decay: NonNegativeFloat = 0.001
-    epochs: PositiveInt = 20
     weights: Annotated[str, _weights_setting(RESNET_WEIGHTS_KEYWORDS, "weights/vit_b_16.pth")] = "auto"
-    head_dropout: Fraction = 0.0
 
 
-class TimmConfig(ModelSection):
+class TimmConfig(FrozenBackboneSection):
     """Any timm model by name, frozen (num_classes=0 gives its features), with a new head."""
 
-    dropout_field = "head_dropout"
     name: Annotated[str, _require(bool, "name a timm model, e.g. resnet18.")] = "resnet18"
-    lr: PositiveFloat = 0.001
-    weight_decay: NonNegativeFloat = 0.001
-    epochs: PositiveInt = 20
     # pretrained: timm's published weights, from the local Hugging Face cache only | none | auto (pretrained
     # when cached, else random init) | path to a state-dict file
     weights: Annotated[str, _weights_setting(TIMM_WEIGHTS_KEYWORDS, "weights/resnet18.safetensors")] = "auto"
-    head_dropout: Fraction = 0.0
 
 
-class EncoderConfig(ModelSection):
+class EncoderConfig(FrozenBackboneSection):
     """A frozen transformers image encoder probed linearly: a new head on its pooled embedding."""
 
-    dropout_field = "head_dropout"
     model: Annotated[str, _require(bool, "give a Hugging Face hub id or a local directory.")]
-    lr: PositiveFloat = 0.001
     weight_decay: NonNegativeFloat = 0.0
-    epochs: PositiveInt = 20
     # pretrained: from_pretrained(model), a local directory or the local hub cache | none | auto
     # (pretrained when available locally, else a randomly initialised encoder of the default config)
     weights: Literal["pretrained", "none", "auto"] = "auto"
-    head_dropout: Fraction = 0.0
 
 
 class CLIPConfig(EncoderConfig):
