@@ -9,6 +9,7 @@ fingerprint.json) is deleted with a warning naming it and training resumes from 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 FINAL_DIR = "final"
 FINGERPRINT_FILE = "fingerprint.json"
 LOSS_LOG_EVERY = 10  # steps between logged (mean) losses
+
+
+def step_seed(trainer: str, seed: int, step: int) -> int:
+    """The seed of every random draw of training step `step`: a resumed training draws what an
+    uninterrupted one would have."""
+    return int.from_bytes(hashlib.sha256(f"{trainer}-train:{seed}:{step}".encode()).digest()[:8], "big") >> 1
 
 
 def fingerprint_of(directory: Path) -> str | None:

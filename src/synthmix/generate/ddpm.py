@@ -13,7 +13,6 @@ from scratch), and a final model that no longer loads is rebuilt from the last c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ import numpy as np
 
 from synthmix.config import to_dict
 from synthmix.errors import one_line
+from synthmix.files import sha256_json
 from synthmix.generate import checkpoints
 from synthmix.progress import progress
 
@@ -59,7 +59,7 @@ def model_fingerprint(cfg: DDPMConfig, classes: Sequence[str], image_hashes: Seq
         "seed": seed,
         "architecture": 1,  # bump when build_unet changes
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return sha256_json(payload)
 
 
 def build_unet(cfg: DDPMConfig, num_classes: int) -> UNet2DModel:
@@ -98,10 +98,6 @@ def learning_rate_at(cfg: DDPMConfig, step: int) -> float:
 def ema_decay_at(step: int) -> float:
     """Ramp the EMA decay up (the usual (1+s)/(10+s) warm-up) so early random weights fade out fast."""
     return min(EMA_DECAY, (1 + step) / (10 + step))
-
-
-def step_seed(seed: int, step: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"ddpm-train:{seed}:{step}".encode()).digest()[:8], "big") >> 1
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -159,7 +155,7 @@ def train_ddpm(
     model.train()
     steps = checkpoints.StepLog(root, fingerprint, cfg.train_steps, cfg.checkpoint_every, log_loss, on_step)
     for step in progress(range(start, cfg.train_steps), "Training DDPM", total=cfg.train_steps - start):
-        draw = torch.Generator().manual_seed(step_seed(seed, step))
+        draw = torch.Generator().manual_seed(checkpoints.step_seed("ddpm", seed, step))
         batch = torch.randint(len(data), (cfg.batch_size,), generator=draw)
         clean = data[batch]
         noise = torch.randn(clean.shape, generator=draw)

@@ -11,8 +11,6 @@ resume to the same weights, and the finished adapter is `<checkpoint_dir>/final/
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from synthmix.config import to_dict
-from synthmix.files import atomic_path
+from synthmix.files import atomic_path, sha256_json
 from synthmix.generate import checkpoints
 from synthmix.progress import progress
 
@@ -50,11 +48,7 @@ def lora_fingerprint(
         "prompts": list(prompts),
         "seed": seed,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _step_seed(seed: int, step: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"lora-train:{seed}:{step}".encode()).digest()[:8], "big") >> 1
+    return sha256_json(payload)
 
 
 def add_adapter(pipe: Any, rank: int) -> None:
@@ -134,7 +128,7 @@ def finetune(
     unet.train()
     steps = checkpoints.StepLog(root, fingerprint, cfg.train_steps, cfg.checkpoint_every, log_loss, on_step)
     for step in progress(range(start, cfg.train_steps), "Fine-tuning LoRA", total=cfg.train_steps - start):
-        draw = torch.Generator().manual_seed(_step_seed(seed, step))
+        draw = torch.Generator().manual_seed(checkpoints.step_seed("lora", seed, step))
         batch = torch.randint(len(images), (cfg.batch_size,), generator=draw)
         mean, std = moments.mean[batch], moments.std[batch]
         latents = (mean + std * torch.randn(mean.shape, generator=draw).to(mean.device)) * factor

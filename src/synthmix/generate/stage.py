@@ -18,6 +18,7 @@ data.near_duplicate_distance bits of one, the test used to catch copies across t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -133,23 +134,46 @@ def generate_synthetic(params: Params, names: Sequence[str] = ()) -> list[Genera
             f"No generator '{unknown[0]}' in params.yaml (generate.name / generate.generators has: "
             f"{', '.join(params.generate.names)}). Name one of those, or add it to generate.generators."
         )
-    summaries = [_generate_one(params, params.generate.single(n)) for n in (names or params.generate.names)]
+    real = _RealSplit.read(params.data.prepared_dir)
+    chosen = names or params.generate.names
+    summaries = [_generate_one(params, params.generate.single(n), real) for n in chosen]
     for trained in (params.generate.ddpm.checkpoint_dir, params.generate.lora.checkpoint_dir):
         trained.mkdir(parents=True, exist_ok=True)  # DVC outputs, even when no generator trains there
     return summaries
 
 
-def _generate_one(params: Params, cfg: GenerateConfig) -> GenerateSummary:
+@dataclass
+class _RealSplit:
+    """The prepared split as every generator of one stage run uses it, read once."""
+
+    train: list[SplitRow]
+    pool: list[SplitRow] | None  # the generator's pool when every class has its full one (split.json)
+    test: list[SplitRow]
+
+    @classmethod
+    def read(cls, prepared_dir: Path) -> _RealSplit:
+        pool = (
+            read_manifest(prepared_dir / "pool.csv")
+            if read_split_summary(prepared_dir).generator_pool
+            else None
+        )
+        return cls(_training_rows(prepared_dir / "train.csv"), pool, read_manifest(prepared_dir / "test.csv"))
+
+    @functools.cached_property
+    def test_hashes(self) -> list[int]:
+        """Perceptual hashes of the test images, for flag_test_copies (computed on first use)."""
+        return [perceptual_hash(load_rgb(r.path)) for r in self.test]
+
+
+def _generate_one(params: Params, cfg: GenerateConfig, real: _RealSplit) -> GenerateSummary:
     """One generator's set (cfg = params.generate.single(name))."""
 
     from accelerate import PartialState
 
     started = time.monotonic()
-    train_rows = _training_rows(params.data.prepared_dir / "train.csv")
+    train_rows = real.train
     classes = sorted({r.label for r in train_rows})
-    learn_rows = train_rows
-    if cfg.generator in LEARNS_FROM_POOL and read_split_summary(params.data.prepared_dir).generator_pool:
-        learn_rows = read_manifest(params.data.prepared_dir / "pool.csv")
+    learn_rows = real.pool if cfg.generator in LEARNS_FROM_POOL and real.pool is not None else train_rows
     total = params.synthetic_per_class
     state = PartialState()
     summary = GenerateSummary(classes=len(classes), is_main_process=state.is_main_process, name=cfg.name)
@@ -177,8 +201,7 @@ def _generate_one(params: Params, cfg: GenerateConfig) -> GenerateSummary:
 
         if state.is_main_process:
             rows = _collect_rows(cfg, classes, source, digest, total)
-            test_rows = read_manifest(params.data.prepared_dir / "test.csv")
-            rows = flag_test_copies(rows, test_rows, params.data.near_duplicate_distance)
+            rows = flag_test_copies(rows, real.test, real.test_hashes, params.data.near_duplicate_distance)
             others = [params.generate.generator_dir(n).name for n in params.generate.names if n != cfg.name]
             remove_strays(
                 cfg.out_dir, classes, total, others if cfg.name == params.generate.first_name else ()
@@ -219,14 +242,12 @@ def _path(cfg: GenerateConfig, key: ImageKey) -> Path:
 
 
 def flag_test_copies(
-    rows: Sequence[SyntheticRow], test_rows: Sequence[SplitRow], max_distance: int
+    rows: Sequence[SyntheticRow], test_rows: Sequence[SplitRow], test_hashes: Sequence[int], max_distance: int
 ) -> list[SyntheticRow]:
     """`rows` with near_test_path/near_test_distance set on each image whose perceptual hash is within
-    `max_distance` bits of a test image's (of any class): a near-copy of a test image."""
-    found, distance = nearest(
-        [perceptual_hash(load_rgb(r.path)) for r in rows],
-        [perceptual_hash(load_rgb(r.path)) for r in test_rows],
-    )
+    `max_distance` bits of a test image's (of any class; `test_hashes` in test_rows' order): a
+    near-copy of a test image."""
+    found, distance = nearest([perceptual_hash(load_rgb(r.path)) for r in rows], test_hashes)
     return [
         replace(row, near_test_path=test_rows[index].path, near_test_distance=int(bits))
         if bits <= max_distance

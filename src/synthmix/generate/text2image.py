@@ -8,6 +8,7 @@ safety checker blocks (returned all black) is regenerated with the next seed and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,8 @@ def read_class_prompts(cfg: Text2ImageConfig, classes: Sequence[str]) -> ClassPr
 
 def model_hash(cfg: Text2ImageConfig) -> str:
     """sha256 over the model's files (relative path and content of each), from its local folder or the
-    Hugging Face cache's snapshot of cfg.model at cfg.revision: what exactly made the images."""
-    import hashlib
-
-    from synthmix.files import sha256_file
-
+    Hugging Face cache's snapshot of cfg.model at cfg.revision: what exactly made the images; "" when
+    its files are not on this machine."""
     root = Path(cfg.model)
     if not root.is_dir():
         from huggingface_hub import snapshot_download
@@ -91,6 +89,17 @@ def model_hash(cfg: Text2ImageConfig) -> str:
             root = Path(snapshot_download(cfg.model, revision=cfg.revision, local_files_only=True))
         except Exception:
             return ""
+    return _folder_hash(str(root.resolve()))
+
+
+# Generators sharing a base model (a text2image one and its lora fine-tune) hash its files once a process.
+@functools.lru_cache(maxsize=4)
+def _folder_hash(folder: str) -> str:
+    import hashlib
+
+    from synthmix.files import sha256_file
+
+    root = Path(folder)
     digest = hashlib.sha256()
     for file in sorted(f for f in root.rglob("*") if f.is_file() and ".cache" not in f.parts):
         digest.update(f"{file.relative_to(root).as_posix()}:{sha256_file(file)}\n".encode())
