@@ -59,6 +59,14 @@ def study_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIP model, tokenizer and image processor in one directory (tests/tiny_pipelines.py)."""
+    from tiny_pipelines import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Stable Diffusion pipeline directory (tests/tiny_pipelines.py), built once."""
     from tiny_pipelines import build_tiny_sd

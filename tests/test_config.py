@@ -67,6 +67,7 @@ def test_the_repository_params_file_is_valid_and_matches_the_study_shape():
         "0r30s",
         "30r30a",
         "60r0s",
+        "30r15s@filtered",
     ]
     assert params.selected_mixes == params.study.mixes
     assert params.study.models == ("cnn", "resnet50")

@@ -151,3 +151,49 @@ def test_a_block_draw_takes_only_its_own_block_of_synthetic_images():
     assert _names(second, "synthetic") == ["0004.png", "0005.png", "0006.png", "0007.png"]
     with pytest.raises(UserError, match="4 usable"):
         training_images(_real(), synthetic, Mix(2, 5), Draw(0, REDRAWABLE, block=0, block_size=4))
+
+
+# --- vetted mixes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "generator", "vetting"),
+    [
+        ("30r15s@filtered", "", "filtered"),
+        ("30r15s-sd15@reviewed", "sd15", "reviewed"),
+        ("15r30s@vetted+aug", "", "vetted"),
+    ],
+)
+def test_a_vetted_mix_round_trips_with_its_generator_and_vetting(text, generator, vetting):
+    mix = Mix.parse(text)
+    assert (mix.generator, mix.vetting) == (generator, vetting)
+    assert mix.name == text and Mix.parse(mix.name) == mix
+    assert mix.with_vetting("").name == text.replace(f"@{vetting}", "")
+    assert mix.with_generator("").vetting == vetting
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("30r15s@cleaned", "@filtered, @reviewed, @vetted"),
+        ("30r0s@filtered", "takes none"),
+        ("30r30a@reviewed", "takes none"),
+        ("30r15s@", "@filtered"),
+    ],
+)
+def test_an_unknown_or_pointless_vetting_is_a_user_error(text, message):
+    with pytest.raises(UserError, match=message):
+        Mix.parse(text)
+
+
+def test_a_vetted_mix_skips_rejected_images_and_takes_the_next_ones_of_its_block():
+    synthetic = _synthetic()  # two blocks of 4 a class
+    rejected = frozenset(s.sha256 for s in synthetic if s.label == "a" and s.index in (1, 2))
+    draw = Draw(0, (), block=0, block_size=4)
+    vetted = training_images(_real(), synthetic, Mix(2, 2, vetting="filtered"), draw, rejected)
+    assert _names(vetted, "synthetic") == ["0000.png", "0003.png"]
+    assert _names(vetted, "synthetic", "b") == ["0000.png", "0001.png"]  # nothing of b rejected
+    # too few left in the block: the class keeps the ones left, not another replicate's block
+    short = training_images(_real(), synthetic, Mix(2, 4, vetting="filtered"), draw, rejected)
+    assert _names(short, "synthetic") == ["0000.png", "0003.png"]
+    assert len(_names(short, "synthetic", "b")) == 4

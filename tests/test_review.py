@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -499,3 +500,54 @@ def test_another_generators_images_are_reviewed_on_their_own_page(project):
         assert page_decisions(page.decode()) == dict.fromkeys(synthetic_paths(), "undecided")
     (made,) = read_decisions()
     assert (made.generator, made.path, made.decision) == ("sd", row.path, "reject")
+
+
+# --- a reviewer's rejects in a real pipeline ---------------------------------------------------------
+
+
+def _done_stamps(repo: Path) -> dict[str, int]:
+    return {
+        p.parent.relative_to(repo / "runs").as_posix(): p.stat().st_mtime_ns
+        for p in (repo / "runs").glob("*/*/*/DONE")
+    }
+
+
+@pytest.mark.slow
+def test_rejects_on_the_page_retrain_only_the_reviewed_mix_on_the_next_repro(study_repo, tmp_path):
+    """The tiny study (tests/tiny_study.py) has 6r4s, 6r4s@filtered and 6r4s@reviewed, two seeds, each
+    seed its own block of 6 synthetic images a class. Rejecting three of the first block's circles on
+    the page changes what 6r4s@reviewed's seed-0 replicate trains on (it takes 4 of those 6), and
+    nothing else."""
+    from tiny_study import sh
+
+    repo = tmp_path / "repo"
+    shutil.copytree(study_repo, repo, symlinks=True)  # the session's study stays as it was
+    before = _done_stamps(repo)
+    circles = [f"synthetic/circle/{i:04d}.png" for i in range(3)]
+    with browsing(tmp_path) as browser, serving(repo) as server:
+        browser.open(server.url)
+        tile = f'figure[data-path="{circles[0]}"]'
+        browser.click(f'{tile} button[data-decision="reject"]')  # the mouse, then the keyboard
+        for _ in circles[1:]:
+            browser.press("j")
+            browser.press("r")
+        wanted = " && ".join(
+            f"document.querySelector('figure[data-path=\"{p}\"]').classList.contains('rejected')"
+            for p in circles
+        )
+        browser.wait_for(wanted)
+        browser.open(server.url)  # reloaded: still rejected
+        assert {p: d for p, d in browser.decisions().items() if d == "rejected"} == dict.fromkeys(
+            circles, "rejected"
+        )
+    assert sorted(d.path.as_posix() for d in read_decisions(repo / DECISIONS_PATH)) == circles
+
+    repro = sh("dvc", "repro", cwd=repo).stdout
+    assert "Running stage 'train'" in repro and "Running stage 'quality'" not in repro
+    after = _done_stamps(repo)
+    assert after.keys() == before.keys()
+    retrained = sorted(run for run in after if after[run] != before[run])
+    assert retrained == ["cnn/6r4s@reviewed/seed0", "resnet50/6r4s@reviewed/seed0"]
+    record = json.loads((repo / "runs/cnn/6r4s@reviewed/seed0/run.json").read_text())
+    assert record["synthetic_images"] < 3 * 4  # fewer circles left in the block than the mix asks for
+    assert "up to date" in sh("dvc", "status", cwd=repo).stdout

@@ -79,3 +79,30 @@ def build_tiny_sd(root: Path) -> Path:
     )
     pipe.save_pretrained(root / "pipeline")
     return root / "pipeline"
+
+
+def build_tiny_clip(root: Path) -> Path:
+    """A tiny random CLIPModel with its tokenizer and image processor, saved in one directory (returned)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = _tiny_tokenizer(root / "tokenizer-source")
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 2, "num_hidden_layers": 2}
+    config = CLIPConfig(
+        text_config={
+            **tower,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 77,
+            # the byte-level vocab puts <|startoftext|> at 0 and <|endoftext|> (also the pad) at 1
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
+        vision_config={**tower, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(root / "clip")
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(root / "clip")
+    return root / "clip"

@@ -24,7 +24,7 @@ TINY_PARAMS = {
     "mix": "all",
     "data": {"train_per_class": 6, "test_per_class": 6},
     "generate": {
-        "images_per_class": 4,
+        "images_per_class": 6,
         "ddpm": {
             "resolution": 8,
             "base_channels": 8,
@@ -35,7 +35,7 @@ TINY_PARAMS = {
         },
     },
     "study": {
-        "mixes": ["6r0s", "6r4s", "3r4s", "6r4a"],
+        "mixes": ["6r0s", "6r4s", "3r4s", "6r4a", "6r4s@filtered", "6r4s@reviewed"],
         "models": ["cnn", "resnet50"],
         "seeds": [0, 1],
         "baseline": "6r0s",
@@ -89,11 +89,12 @@ def all_files(root: Path) -> dict[str, bytes]:
 
 def copy_project(repo: Path) -> None:
     """The files of this project a pipeline repository needs (not data, params or results) into `repo`:
-    dvc.yaml and what its stages read besides data (the code, the prompts/ folder), the MLproject."""
+    dvc.yaml and what its stages read besides data (the code, the prompts/ and vetting/ folders), the
+    MLproject."""
     for name in ("dvc.yaml", ".dvcignore", "MLproject", "python_env.yaml", ".gitignore"):
         shutil.copy(PROJECT / name, repo / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for folder in ("src", "prompts"):
+    for folder in ("src", "prompts", "vetting"):
         shutil.copytree(PROJECT / folder, repo / folder, ignore=ignore)
 
 

@@ -23,6 +23,7 @@ from synthmix.config_types import (
     Fraction,
     LowHigh,
     MixValue,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     Section,
@@ -50,6 +51,7 @@ from synthmix.model_config import (  # re-exported: the train.<model> sections l
     TimmConfig,
     ViTConfig,
 )
+from synthmix.vetting import FILTERS_NAME
 
 
 def _all_or_one_mix(value: str) -> str:
@@ -124,7 +126,8 @@ ModelName = Annotated[
 
 class StudyConfig(Section):
     mixes: Annotated[tuple[MixValue, ...], AsList, Field(min_length=1)] = tuple(
-        Mix.parse(m) for m in ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s", "30r30a", "60r0s")
+        Mix.parse(m)
+        for m in ("30r0s", "30r15s", "30r30s", "15r30s", "0r30s", "30r30a", "60r0s", "30r15s@filtered")
     )
     # the study's two models; the other backbones (MODEL_NAMES) are opt-in here
     models: Annotated[tuple[ModelName, ...], AsList, Field(min_length=1)] = ("cnn", "resnet50")
@@ -172,6 +175,53 @@ class ReportConfig(Section):
     highlight_classes: PositiveInt = 3  # most improved and most degraded classes in the sample figures
 
 
+FILTER_NAMES = ("classifier", "clip_score", "blank")
+
+
+class ClassifierFilterConfig(Section):
+    # A reference classifier (the study's CNN, trained on the real training images only, never the
+    # pool or the test split) rejects a synthetic image it assigns to another class, or to its own with
+    # a probability below min_confidence.
+    min_confidence: Fraction = 0.5
+    seed: int = 0
+
+
+class ClipScoreFilterConfig(Section):
+    # CLIP's image-text cosine similarity between an image and `prompt`; below min_score: rejected.
+    # Applied only when `model` is available locally (a directory or the local Hugging Face cache).
+    model: str = "openai/clip-vit-base-patch32"
+    prompt: str = "a photo of a {label}"
+    min_score: Annotated[Float, Field(ge=-1, le=1)] = 0.2
+
+
+class BlankFilterConfig(Section):
+    # A blank image (blacked out by a safety checker, a collapsed sample): the standard deviation of
+    # its grey levels (0-255) below min_std.
+    min_std: NonNegativeFloat = 4.0
+
+
+class QualityConfig(Section):
+    out_dir: FilePath = Path("quality")
+    # Where quality is measured: auto takes ImageNet ResNet50 features when those weights are on this
+    # machine, else the reference classifier's (trained here on real training images only).
+    feature_space: Literal["auto", "reference", "resnet50"] = "auto"
+    filters: Annotated[tuple[Literal[FILTER_NAMES], ...], AsList] = FILTER_NAMES  # what @filtered applies
+    classifier: ClassifierFilterConfig = ClassifierFilterConfig()
+    clip_score: ClipScoreFilterConfig = ClipScoreFilterConfig()
+    blank: BlankFilterConfig = BlankFilterConfig()
+    nearest_k: PositiveInt = 5  # neighbours of precision, recall, density and coverage
+    kid_subset_size: PositiveInt = 1000  # capped at the smaller set's size
+    kid_subsets: PositiveInt = 100
+    bootstrap_samples: Annotated[int, Field(ge=100)] = 200  # per-class intervals of KID and coverage
+    confidence: Annotated[Float, Field(ge=0.5, lt=1)] = 0.9
+    closest_pairs: PositiveInt = 8  # synthetic-to-real pairs shown as pictures, per generator
+    seed: int = 0
+
+    @property
+    def filters_path(self) -> Path:
+        return self.out_dir / FILTERS_NAME
+
+
 class Params(Section):
     """Everything in params.yaml. `mix` selects what runs: 'all' (every study mix) or one mix."""
 
@@ -182,6 +232,7 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
     report: ReportConfig = ReportConfig()
+    quality: QualityConfig = QualityConfig()
 
     def replicate_draw(self, seed: int) -> Draw:
         """What the replicate with `seed` draws (study.redraw). Image-to-image sources are the first real

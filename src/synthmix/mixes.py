@@ -1,4 +1,5 @@
-"""Mixes: the `<N>r<M>s` / `<N>r<K>a` notation (a `-<generator>` and a `+aug` suffix), parsed in one place."""
+"""Mixes: the `<N>r<M>s` / `<N>r<K>a` notation (`-<generator>`, `@<vetting>` and `+aug` suffixes), parsed
+in one place."""
 
 from __future__ import annotations
 
@@ -18,14 +19,20 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 GENERATOR_NAME = r"[a-z0-9][a-z0-9_]*"  # generate.generators' keys: lower case, digits, underscores
-_MIX_PATTERN = re.compile(rf"^(\d+)r(\d+)([sa])(?:-({GENERATOR_NAME}))?(\+aug)?$")
+_MIX_PATTERN = re.compile(rf"^(\d+)r(\d+)([sa])(?:-({GENERATOR_NAME}))?(?:@([a-z0-9_]*))?(\+aug)?$")
 ONLINE_SUFFIX = "+aug"
+# How a mix's synthetic images are vetted (the @ suffix): `filtered` leaves out the images any of
+# quality.filters rejects (the quality stage's quality/filters.csv), `reviewed` those a person rejected
+# on the review page (vetting/decisions.csv), `vetted` both. Rejected images are skipped and the next
+# ones of the replicate's block taken.
+VETTINGS = ("filtered", "reviewed", "vetted")
 _NOTATION = (
     "Write a mix as <N>r<M>s (N real and M synthetic training images per class, e.g. 30r15s), "
     "<N>r<K>a (N real images and K augmented copies of them per class, the augmentation control, e.g. "
     "30r30a), optionally followed by -<generator> to take the synthetic images of another generator of "
-    "generate.generators than the first (e.g. 30r15s-sd15) and by +aug to augment every training image "
-    "on the fly (e.g. 30r30s+aug)."
+    "generate.generators than the first (e.g. 30r15s-sd15), by @filtered, @reviewed or @vetted to leave out "
+    "the synthetic images the automatic filters, a reviewer or either rejected (e.g. 30r15s@filtered), and "
+    "by +aug to augment every training image on the fly (e.g. 30r30s+aug)."
 )
 
 
@@ -33,14 +40,16 @@ _NOTATION = (
 class Mix:
     """Per class: `real` real images, `synthetic` generated ones, `augmented` augmented copies of the
     real ones (train.augment's policy, drawn once per replicate), whether every training image is
-    augmented afresh each epoch (`online_augment`), and which generator's images it takes (`generator`,
-    "" for the first of generate.generators). E.g. 30r15s, 30r30a, 30r0s+aug, 30r15s-sd15."""
+    augmented afresh each epoch (`online_augment`), which generator's images it takes (`generator`,
+    "" for the first of generate.generators) and which of them it leaves out (`vetting`, one of VETTINGS,
+    "" for none). E.g. 30r15s, 30r30a, 30r0s+aug, 30r15s-sd15, 30r15s@filtered."""
 
     real: int
     synthetic: int
     augmented: int = 0
     online_augment: bool = False
     generator: str = ""
+    vetting: str = ""
 
     def __post_init__(self) -> None:
         if self.synthetic and self.augmented:
@@ -51,19 +60,34 @@ class Mix:
         match = _MIX_PATTERN.match(str(text).strip())
         if not match:
             raise UserError(f"Mix '{text}' is malformed. {_NOTATION}")
-        count, extra, kind, generator, online = (
+        count, extra, kind, generator, vetting, online = (
             int(match.group(1)),
             int(match.group(2)),
             match.group(3),
             match.group(4) or "",
-            bool(match.group(5)),
+            match.group(5),
+            bool(match.group(6)),
         )
+        if vetting is not None and vetting not in VETTINGS:
+            raise UserError(
+                f"Mix '{text}' names vetting '@{vetting}'; a mix is vetted by one of "
+                f"{', '.join('@' + v for v in VETTINGS)}. {_NOTATION}"
+            )
+        if vetting and (kind != "s" or not extra):
+            raise UserError(
+                f"Mix '{text}' vets its synthetic images (@{vetting}) but takes none. Vet only a mix with "
+                f"synthetic images, e.g. {count}r{extra or 15}s@{vetting}."
+            )
         if generator and (kind != "s" or not extra):
             raise UserError(
                 f"Mix '{text}' names generator '{generator}' but takes no synthetic image. Name a generator "
                 f"only on a mix with synthetic images, e.g. {count}r{extra or 15}s-{generator}."
             )
-        mix = cls(count, extra, 0, online, generator) if kind == "s" else cls(count, 0, extra, online)
+        mix = (
+            cls(count, extra, 0, online, generator, vetting or "")
+            if kind == "s"
+            else cls(count, 0, extra, online)
+        )
         if mix.real + mix.synthetic + mix.augmented == 0:
             raise UserError(f"Mix '{text}' has no training images; use at least one real or synthetic image.")
         if mix.augmented and not mix.real:
@@ -79,12 +103,17 @@ class Mix:
         return (
             base
             + (f"-{self.generator}" if self.generator else "")
+            + (f"@{self.vetting}" if self.vetting else "")
             + (ONLINE_SUFFIX if self.online_augment else "")
         )
 
     def with_generator(self, generator: str) -> Mix:
         """The same counts with another generator's synthetic images ("" for the first generator)."""
-        return Mix(self.real, self.synthetic, self.augmented, self.online_augment, generator)
+        return Mix(self.real, self.synthetic, self.augmented, self.online_augment, generator, self.vetting)
+
+    def with_vetting(self, vetting: str) -> Mix:
+        """The same mix with its synthetic images vetted by `vetting` ("" for none)."""
+        return Mix(self.real, self.synthetic, self.augmented, self.online_augment, self.generator, vetting)
 
     def __str__(self) -> str:
         return self.name
@@ -191,7 +220,11 @@ class Draw:
 
 
 def training_images(
-    real_rows: Sequence[SplitRow], synthetic_rows: Sequence[SyntheticRow], mix: Mix, draw: Draw = Draw()
+    real_rows: Sequence[SplitRow],
+    synthetic_rows: Sequence[SyntheticRow],
+    mix: Mix,
+    draw: Draw = Draw(),
+    rejected: frozenset[str] = frozenset(),
 ) -> list[TrainingImage]:
     """The training set of `mix`: per class, N real images, M usable synthetic ones, K augmented copies.
 
@@ -200,7 +233,11 @@ def training_images(
     redrawing (the default Draw) these are real ranks < N and the M lowest usable synthetic indices
     of the draw's block (SyntheticRow.usable: not blocked, not a near-copy of a test image). Copy j of
     K comes from the mix's real image j mod N. Nested within one draw: a larger mix only adds images.
-    Raises a UserError naming the class when a class has fewer images than the mix asks for.
+    `rejected` holds the sha256 of the synthetic images the mix's vetting leaves out: they are skipped
+    and the next of the block taken; when too few remain, the class takes the ones left (the run
+    records how many synthetic images it held, and the report says which mixes came up short).
+    Raises a UserError naming the class when a class has fewer images than the mix asks for before
+    vetting.
     """
     classes = sorted({r.label for r in real_rows if r.split == "train"})
     core: dict[str, list[SplitRow]] = {c: [] for c in classes}
@@ -231,6 +268,7 @@ def training_images(
                 "are left out; synthetic/manifest.csv flags them). Rerun `synthmix generate` with a larger "
                 f"generate.images_per_class than {mix.synthetic}."
             )
+        synth = [s for s in synth if s.sha256 not in rejected]
         # Within a class, images keep a canonical order (split, rank; index) whatever the draw.
         chosen = sorted(real[: mix.real], key=lambda r: (r.split != "train", r.rank))
         images += [TrainingImage(r.path, label, r.sha256, "real") for r in chosen]

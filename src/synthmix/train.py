@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from synthmix import augment, rundir, tracking
+from synthmix import augment, rundir, tracking, vetting
 from synthmix.config import Params, TrainConfig, check_model, flatten, to_dict
 from synthmix.data import SplitRow, read_manifest
 from synthmix.errors import UserError
@@ -151,9 +151,14 @@ def read_study_data(params: Params, mixes: Sequence[Mix], seeds: Sequence[int]) 
         name: read_synthetic_manifest(params.generate.manifest_path(name))
         for name in dict.fromkeys(m.generator for m in mixes if m.synthetic > 0)
     }
+    left_out = vetting.left_out_by_mix(mixes, params.generate.first_name, params.quality.filters_path)
     training = {
         (mix, seed): training_images(
-            train_rows, synthetic_rows.get(mix.generator, []), mix, params.replicate_draw(seed)
+            train_rows,
+            synthetic_rows.get(mix.generator, []),
+            mix,
+            params.replicate_draw(seed),
+            left_out.get(mix, frozenset()),
         )
         for mix in mixes
         for seed in seeds

@@ -45,7 +45,8 @@ class Pair(NamedTuple):
 
     # "baseline" (mix vs baseline), "augmentation" (synthetic mix vs its augmentation control),
     # "generator" (another generator's images vs the first's, same counts), "ratio" (synthetic outnumbers
-    # real), "tuned" (vs fixed), "backbone" (another model vs the first model, same mix)
+    # real), "tuned" (vs fixed), "backbone" (another model vs the first model, same mix), "vetting" (a
+    # vetted mix vs the same mix unvetted)
     kind: str
     a: Cell
     b: Cell
@@ -64,16 +65,19 @@ class Family:
     exploratory: str = ""
     controls: tuple[tuple[Mix, Mix], ...] = ()
     generators: tuple[tuple[Mix, Mix], ...] = ()  # (first generator's mix, another generator's)
+    vettings: tuple[tuple[Mix, Mix], ...] = ()  # (unvetted mix, the same mix vetted)
 
     @property
     def size(self) -> int:
-        return len(self.mixes) + len(self.controls) + len(self.generators)
+        return len(self.mixes) + len(self.controls) + len(self.generators) + len(self.vettings)
 
     def holds(self, pair: Pair) -> bool:
         if pair.kind == "augmentation":
             return (pair.a.mix, pair.b.mix) in self.controls
         if pair.kind == "generator":
             return (pair.a.mix, pair.b.mix) in self.generators
+        if pair.kind == "vetting":
+            return (pair.a.mix, pair.b.mix) in self.vettings
         return pair.kind == "baseline" and pair.a.mix == self.baseline and pair.b.mix in self.mixes
 
 
@@ -83,10 +87,12 @@ def declared_family(metric: str, baseline: Mix, study_mixes: Sequence[Mix], sele
     mixes = tuple(m for m in dict.fromkeys(study_mixes) if m != baseline)
     pairs = controls.control_pairs(study_mixes)
     generators = controls.generator_pairs(study_mixes)
+    vettings = controls.vetting_pairs(study_mixes)
     declared = (
         f"{len(mixes)} mixes against {baseline}"
         + (f", {len(pairs)} against their augmentation control" if pairs else "")
         + (f", {len(generators)} against the first generator's" if generators else "")
+        + (f", {len(vettings)} vetted against unvetted" if vettings else "")
     )
     exploratory = (
         ""
@@ -94,7 +100,7 @@ def declared_family(metric: str, baseline: Mix, study_mixes: Sequence[Mix], sele
         else f"this report comes from a single-mix experiment (mix={selected}), so the study's declared "
         f"family ({declared}) was not run as a whole: every result here is exploratory"
     )
-    return Family(metric, baseline, mixes, exploratory, pairs, generators)
+    return Family(metric, baseline, mixes, exploratory, pairs, generators, vettings)
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,7 @@ def planned_pairs(cells: Sequence[Cell], baseline: Mix, models: Sequence[str] = 
     synthetic (e.g. 15r30s vs 30r15s), same total number of images a class;
     tuned: tuned against fixed hyperparameters for the same mix;
     generator: a mix of another generator against the first generator's mix with the same counts;
+    vetting: a vetted mix against the same mix unvetted (30r15s@filtered vs 30r15s);
     backbone: every model of `models` after the first against the first, same mix and source.
     """
     key = {(c.model, c.source, c.mix): c for c in cells}
@@ -190,6 +197,10 @@ def planned_pairs(cells: Sequence[Cell], baseline: Mix, models: Sequence[str] = 
         first = key.get((cell.model, cell.source, cell.mix.with_generator("")))
         if cell.mix.generator and first is not None:
             pairs.append(Pair("generator", first, cell))
+    for cell in cells:
+        unvetted = key.get((cell.model, cell.source, cell.mix.with_vetting("")))
+        if cell.mix.vetting and unvetted is not None:
+            pairs.append(Pair("vetting", unvetted, cell))
     for cell in cells:
         reference = key.get((models[0], cell.source, cell.mix)) if models else None
         if reference is not None and cell.model != models[0]:

@@ -33,7 +33,7 @@ CONTROLS = (
     ControlKind("online_augmentation", "on-the-fly augmentation", lambda m, b: m.online_augment),
     ControlKind("extra_real_control", "extra-real control", lambda m, b: m.real_only and m.real > b.real),
 )
-SYNTHETIC, REAL_ONLY = "synthetic", "real_only"
+SYNTHETIC, REAL_ONLY, VETTED = "synthetic", "real_only", "vetted"
 
 
 def control(mix: Mix, baseline: Mix) -> ControlKind | None:
@@ -42,10 +42,13 @@ def control(mix: Mix, baseline: Mix) -> ControlKind | None:
 
 
 def kind(mix: Mix, baseline: Mix) -> str:
-    """'augmentation_control', 'online_augmentation', 'extra_real_control', 'real_only' or 'synthetic'."""
+    """'augmentation_control', 'online_augmentation', 'extra_real_control', 'vetted' (off the headline
+    curves: it sits where its unvetted twin does), 'real_only' or 'synthetic'."""
     found = control(mix, baseline)
     if found is not None:
         return found.key
+    if mix.vetting:
+        return VETTED
     return REAL_ONLY if mix.real_only else SYNTHETIC
 
 
@@ -93,6 +96,15 @@ def generator_pairs(mixes: Sequence[Mix]) -> tuple[tuple[Mix, Mix], ...]:
     )
 
 
+def vetting_pairs(mixes: Sequence[Mix]) -> tuple[tuple[Mix, Mix], ...]:
+    """(unvetted mix, the same mix vetted) for every vetted mix of `mixes` whose unvetted twin is in
+    `mixes` too (30r15s vs 30r15s@filtered)."""
+    present = set(mixes)
+    return tuple(
+        (m.with_vetting(""), m) for m in dict.fromkeys(mixes) if m.vetting and m.with_vetting("") in present
+    )
+
+
 def synthetic_target(mixes: Iterable[Mix], baseline: Mix) -> Mix | None:
     """The mix adding the most synthetic images of the first generator to the baseline's real ones
     (30r30s in the default study): same real count and on-the-fly augmentation as the baseline, no
@@ -102,6 +114,7 @@ def synthetic_target(mixes: Iterable[Mix], baseline: Mix) -> Mix | None:
         for m in mixes
         if m.real == baseline.real
         and not m.generator
+        and not m.vetting
         and m.synthetic > baseline.synthetic
         and not m.augmented
         and m.online_augment == baseline.online_augment
@@ -122,6 +135,7 @@ def same_size_pair(real_heavy: Mix, synthetic_heavy: Mix) -> bool:
     return (
         a.images_per_class == b.images_per_class
         and a.generator == b.generator
+        and a.vetting == b.vetting
         and not (a.augmented or b.augmented)
         and a.online_augment == b.online_augment
         and a.real > a.synthetic > 0

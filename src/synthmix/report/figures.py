@@ -39,6 +39,14 @@ IMPROVED, DEGRADED, NOT_SIGNIFICANT = "#2a9d4b", "#c0392b", "#b0b0b0"
 
 
 @dataclass(frozen=True)
+class FigureRef:
+    """A figure of the report: its file (relative to the report folder) and its caption."""
+
+    path: Path
+    caption: str
+
+
+@dataclass(frozen=True)
 class Curves:
     """Per-epoch mean over seeds, with the lowest and highest seed, of one (mix, split, quantity)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,17 @@ from typing import TYPE_CHECKING
 from synthmix import rundir, split, tracking
 from synthmix.config import Params
 from synthmix.evaluate import FINAL_METRICS
-from synthmix.report import controls, document, exchange, headline, provenance, tables, wording
+from synthmix.report import (
+    controls,
+    document,
+    exchange,
+    headline,
+    provenance,
+    synthetic,
+    synthetic_figures,
+    tables,
+    wording,
+)
 from synthmix.report.cells import StudyRuns, cell_intervals, group_cells, report_mixes, select_runs
 from synthmix.report.comparisons import Results, compare_cells, declared_family, planned_pairs
 from synthmix.report.study_figures import FigureInputs, FigureRef, draw_figures, read_training_images
@@ -153,6 +164,10 @@ def _write_files(
     rate_section = exchange.section(words.rates, results)
     if rate_section is not None:
         sections.insert(min(2, len(sections)), rate_section)
+    quality = synthetic.read_inputs(params)  # None when the quality stage never ran: no section, no figure
+    if quality is not None:
+        sections.append(synthetic.synthetic_section(quality, results, params)[0])
+        figure_refs += synthetic_figures.draw_synthetic_figures(quality, out)
     (out / "summary.md").write_text(document.render_summary(sections))
     method = wording.how_to_read(results, wording.replicate_design(params.study.redraw))
     note = words.split_summary.generator_note() if words.split_summary is not None else None
@@ -192,7 +207,7 @@ def log_report(out_dir: Path, runs: Sequence[rundir.Run], results: Results) -> s
     import mlflow
 
     metrics = {
-        f"report.{c.model}.{c.source}.{c.mix}.{m}": results.intervals[c][m].mean
+        metric_key(f"report.{c.model}.{c.source}.{c.mix}.{m}"): results.intervals[c][m].mean
         for c in results.cells
         for m in FINAL_METRICS
     }
@@ -205,6 +220,12 @@ def log_report(out_dir: Path, runs: Sequence[rundir.Run], results: Results) -> s
     with mlflow.start_run(run_id=parent.info.run_id) as active:
         _log(out_dir, metrics)
         return active.info.run_id
+
+
+def metric_key(text: str) -> str:
+    """`text` as an MLflow metric name, which allows only letters, digits and _-. :/ (a mix's + and @
+    become _: report.cnn.fixed.30r30s_aug.accuracy)."""
+    return re.sub(r"[^\w\-. :/]", "_", text)
 
 
 def sweep_parent_run(runs: Sequence[rundir.Run]) -> MlflowRun | None:

@@ -25,17 +25,12 @@ from synthmix.progress import progress
 from synthmix.report import controls, figures
 from synthmix.report.cells import Cell, figure_source
 from synthmix.report.comparisons import Results
+from synthmix.report.figures import FigureRef
 from synthmix.report.stats import Difference
 from synthmix.report.wording import METRIC_LABELS, model_names, signed
 
 # One class's F1 change from the baseline to the compared mix.
 ClassChange = tuple[str, Difference]
-
-
-@dataclass(frozen=True)
-class FigureRef:
-    path: Path  # relative to the report folder
-    caption: str
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,13 @@ _AXIS_SECTIONS = (
         "mixes, else exploratory).",
     ),
     (
+        "vetting",
+        "Vetted synthetic images",
+        "Each vetted mix (@filtered: the automatic filters' rejects left out; @reviewed: a reviewer's; "
+        "@vetted: both) against the same mix unvetted, the same paired inference as above (in the declared "
+        "family when both mixes are study mixes, else exploratory).",
+    ),
+    (
         "backbone",
         "Backbones",
         "Each model against the first of study.models on the same mix and replicates, the same paired "

@@ -257,6 +257,12 @@ def _source_findings(results: Results, own: Sequence[Cell], name: str) -> list[s
         for k in ours
         if k.kind == "generator"
     ]
+    out += [
+        f"{who}: {k.b.mix} vs {k.a.mix} (the same mix with the synthetic images its vetting rejected left "
+        f"out and the next ones taken) {describe(k, primary, results)}."
+        for k in ours
+        if k.kind == "vetting"
+    ]
     out.append(f"{who}: {_best_mix(results, own, against)}.")
     declared = [k for k in ours if k.in_family]
     mde = [v for v in (detectable(k, results) for k in declared) if not math.isnan(v)]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from synthmix import vetting
 from synthmix.config import Params, to_dict
 from synthmix.data import SplitRow, read_manifest
 from synthmix.errors import UserError
@@ -75,9 +76,9 @@ def tuning_sets(params: Params, mix: Mix) -> TuningSets:
         read_synthetic_manifest(params.generate.manifest_path(mix.generator)) if mix.synthetic else []
     )
     held_paths = {row.path for row in held}
-    train = [
-        image for image in training_images(real_rows, synthetic_rows, mix) if image.path not in held_paths
-    ]
+    left_out = vetting.left_out_by_mix([mix], params.generate.first_name, params.quality.filters_path)
+    chosen = training_images(real_rows, synthetic_rows, mix, rejected=left_out.get(mix, frozenset()))
+    train = [image for image in chosen if image.path not in held_paths]
     validation = [TrainingImage(row.path, row.label, row.sha256, "real") for row in held]
     empty = sorted({image.label for image in validation} - {image.label for image in train})
     if empty:
