@@ -25,20 +25,20 @@ def repo(study_repo: Path) -> Path:
     return study_repo
 
 
+MIXES = ("6r0s", "6r4s", "3r4s", "6r4a", "6r4s@filtered", "6r4s@reviewed")
+
+
 def test_repro_runs_the_whole_study_and_a_second_repro_is_a_noop(repo: Path):
     runs = sorted(p.parent.relative_to(repo / "runs").as_posix() for p in (repo / "runs").glob("*/*/*/DONE"))
-    expected = sorted(
-        f"{m}/{mix}/seed{s}"
-        for m in ("cnn", "resnet50")
-        for mix in ("6r0s", "6r4s", "3r4s", "6r4a")
-        for s in (0, 1)
-    )
+    expected = sorted(f"{m}/{mix}/seed{s}" for m in ("cnn", "resnet50") for mix in MIXES for s in (0, 1))
     assert runs == expected
-    # 4 images a class for each of the two seeds: the generator's sampling seed is redrawn per replicate
-    assert len(list((repo / "synthetic").glob("*/*.png"))) == 3 * 4 * 2
+    # 6 images a class for each of the two seeds: the generator's sampling seed is redrawn per replicate
+    assert len(list((repo / "synthetic").glob("*/*.png"))) == 3 * 6 * 2
+    filters = (repo / "quality" / "filters.csv").read_text().splitlines()
+    assert len(filters) == 1 + 3 * 6 * 2 and json.loads((repo / "quality_metrics.json").read_text())["ddpm"]
     assert (repo / "reports" / "report.html").stat().st_size > 0
     metrics = json.loads((repo / "metrics.json").read_text())["f1_macro"]
-    assert set(metrics) == {"cnn", "resnet50"} and set(metrics["cnn"]) == {"6r0s", "6r4s", "3r4s", "6r4a"}
+    assert set(metrics) == {"cnn", "resnet50"} and set(metrics["cnn"]) == set(MIXES)
 
     assert "up to date" in sh("dvc", "status", cwd=repo).stdout
     again = sh("dvc", "repro", cwd=repo).stdout
@@ -132,7 +132,7 @@ def test_a_set_of_exactly_60_images_a_class_imports_and_runs_naming_the_control_
     sh("synthmix", "data", "import", str(tmp_path / "animals"), cwd=repo)
     sh("dvc", "repro", cwd=repo)
     runs = {p.parent.parent.name for p in (repo / "runs").glob("cnn/*/*/DONE")}
-    assert runs == {"30r0s", "30r15s", "30r30s", "15r30s", "0r30s", "30r30a"}
+    assert runs == {"30r0s", "30r15s", "30r30s", "15r30s", "0r30s", "30r30a", "30r15s@filtered"}
     report = (repo / "reports" / "report.md").read_text()
     assert "60r0s" in report and "could not run" in report
     assert "30 real images a class beyond the 30 training and 30 test ones" in " ".join(report.split())

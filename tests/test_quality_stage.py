@@ -191,3 +191,20 @@ def test_a_missing_synthetic_set_is_a_clear_user_error(study, capsys):
     err = capsys.readouterr().err
     assert "synthetic/manifest.csv does not exist" in err and "synthmix generate" in err
     assert "Traceback" not in err
+
+
+def test_the_stage_logs_its_numbers_and_tables_to_mlflow(study, monkeypatch, tmp_path):
+    import mlflow
+
+    from synthmix import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    result = quality_stage(params_from_dict(study["raw"]))
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[tracking.STAGE] == "quality"
+    assert run.data.metrics["quality.ddpm.kid"] == pytest.approx(result.summary.generators[0].overall.kid)
+    assert 0 < run.data.metrics["quality.ddpm.filters_kept"] < 1
+    assert run.data.params["quality.classifier.min_confidence"] == "0.5"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "quality")}
+    assert {"quality/filters.csv", "quality/quality.json", "quality/nearest.csv"} <= logged

@@ -240,9 +240,9 @@ def test_a_class_with_strongly_rising_kid_and_falling_gain_gets_the_direction_an
 def test_a_vetted_mix_that_came_up_short_is_named_with_its_shortfall(report):
     text = section_text(report)
     assert (
-        "CNN 30r15s@filtered could not keep its size: its vetting rejected more synthetic images than the "
-        "pool had to spare, so some classes took the ones left (seed 1 on 170 synthetic images instead of "
-        "180 (10 short))"
+        "CNN 30r15s@filtered could not keep its size: its vetting rejected more synthetic images than its "
+        "replicate's block of generated images had to spare, so some classes took the ones left (seed 1 on "
+        "170 synthetic images instead of 180 (10 short))"
     ) in text
     assert "seed 0 on" not in text and "seed 2 on" not in text
 

@@ -83,6 +83,8 @@ def log_training_run(
                 "generator": (record.mix.generator or params.generate.first_name)
                 if record.mix.synthetic
                 else "none",
+                "vetting": record.mix.vetting or "none",
+                **_vetting_settings(params, record.mix.vetting),
                 "image_size": record.image_size,
                 "train_images": record.train_images,
                 "real_images": record.real_images,
@@ -199,3 +201,16 @@ def _log_model(record: rundir.RunRecord, result: FitResult, params: Params) -> N
             signature=signature,
             pip_requirements=_requirements(entry.library),
         )
+
+
+def _vetting_settings(params: Params, vetting: str) -> dict[str, str]:
+    """What a vetted run's left-out images depended on: the automatic filters and their settings."""
+    if vetting not in ("filtered", "vetted"):
+        return {}
+    q = params.quality
+    return {
+        "vetting.filters": ",".join(q.filters),
+        "vetting.classifier.min_confidence": str(q.classifier.min_confidence),
+        "vetting.clip_score.min_score": str(q.clip_score.min_score),
+        "vetting.blank.min_std": str(q.blank.min_std),
+    }

@@ -53,8 +53,10 @@ def kind(mix: Mix, baseline: Mix) -> str:
 
 
 def named(mix: Mix, baseline: Mix) -> str:
-    """'60r0s (extra-real control)', or just the name for a mix that is no control."""
+    """'60r0s (extra-real control)', '30r15s@filtered (vetted)', or just the name of any other mix."""
     found = control(mix, baseline)
+    if found is None and mix.vetting:
+        return f"{mix} (vetted)"
     return f"{mix} ({found.label})" if found else str(mix)
 
 

@@ -120,7 +120,8 @@ def draw_headline(results: Results, out: Path) -> FigureRef:
         }
     )
     listed = f"{', '.join(refs[:-1])} and {refs[-1]}" if len(refs) > 1 else "".join(refs)
-    shown = f"; dashed: the controls, {listed}, their intervals shaded" if refs else ""
+    what = "the controls and vetted mixes" if any(p.kind == controls.VETTED for p in rows) else "the controls"
+    shown = f"; dashed: {what}, {listed}, their intervals shaded" if refs else ""
     return FigureRef(
         FIGURE,
         f"{label[0].upper()}{label[1:]} against synthetic images a class, one line per real count (the mixes of real and "

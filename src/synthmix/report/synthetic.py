@@ -133,7 +133,7 @@ def _filter_status_sentences(filters: Sequence[FilterStatus]) -> list[str]:
     ran = [settings(f) for f in filters if f.applied]
     out = [f"Filters that ran: {'; '.join(ran)}."] if ran else []
     out += [
-        f"The {f.name} filter did not run: {f.reason or 'quality.json gives no reason'}."
+        f"The {f.name} filter did not run: {(f.reason or 'quality.json gives no reason').rstrip('.')}."
         for f in filters
         if not f.applied
     ]
@@ -307,7 +307,7 @@ def vetting_sentences(
         )
         out.append(
             f"{names.get(cell.model, cell.model)} {cell.name} could not keep its size: its vetting rejected "
-            f"more synthetic images than the pool had to spare, so some classes took the ones left ({runs}); "
+            f"more synthetic images than its replicate's block of generated images had to spare, so some classes took the ones left ({runs}); "
             f"its comparison with {cell.mix.with_vetting('')} therefore also changes the number of synthetic images."
         )
     return out
