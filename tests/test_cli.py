@@ -113,6 +113,7 @@ def test_every_dvc_stage_runs_a_cli_command_that_exists_and_has_help():
         "model-summary",
         "check-params",
         "review",
+        "quality",
     }
     stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():

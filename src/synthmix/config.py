@@ -190,7 +190,14 @@ class ClipScoreFilterConfig(Section):
     # CLIP's image-text cosine similarity between an image and `prompt`; below min_score: rejected.
     # Applied only when `model` is available locally (a directory or the local Hugging Face cache).
     model: str = "openai/clip-vit-base-patch32"
-    prompt: str = "a photo of a {label}"
+    prompt: Annotated[
+        str,
+        _require(
+            lambda v: "{label}" in v,
+            "it has no {label} placeholder, so every class's images would be scored against one text. "
+            "Put {label} where the class name goes, e.g. 'a photo of a {label}'.",
+        ),
+    ] = "a photo of a {label}"
     min_score: Annotated[Float, Field(ge=-1, le=1)] = 0.2
 
 

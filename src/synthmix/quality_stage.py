@@ -204,7 +204,7 @@ def _clip_scores(clip: tuple[object, object], rows: Sequence[SyntheticRow], prom
     from synthmix.filters.clip_score import clip_scores
 
     model, processor = clip
-    texts = [prompt.format(label=r.label.replace("_", " ")) for r in rows]
+    texts = [prompt.replace("{label}", r.label.replace("_", " ")) for r in rows]
     pictures = [decode_array(r.path) for r in progress(rows, "CLIP scores")]
     return clip_scores(model, processor, pictures, texts)
 
