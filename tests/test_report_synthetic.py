@@ -27,7 +27,7 @@ from synthmix.quality_files import (
     QualitySummary,
     write_quality,
 )
-from synthmix.report import synthetic, synthetic_figures, write_report
+from synthmix.report import quality_gain, synthetic, synthetic_figures, write_report
 from synthmix.report.cells import Cell
 from synthmix.vetting import FilterRow, write_filter_rows
 from test_report import predictions, write_run
@@ -362,8 +362,8 @@ def test_the_direction_is_stated_only_when_the_interval_excludes_zero():
     def sentence(values: list[float]) -> str:
         gains = [0.01 * i for i in range(12)]
         rc = rank_correlation(values, gains, 200, 0.95, 0)
-        qg = synthetic.QualityGain("cnn", "ddpm", Mix(30, 0), Mix(30, 30), synthetic.MEASURES[1], rc)
-        return synthetic.gain_sentence(qg, "CNN")
+        qg = quality_gain.QualityGain("cnn", "ddpm", Mix(30, 0), Mix(30, 30), quality_gain.MEASURES[1], rc)
+        return quality_gain.gain_sentence(qg, "CNN")
 
     rising = sentence([0.1 + 0.05 * i for i in range(12)])
     assert rising.startswith(

@@ -266,26 +266,11 @@ def quality_command(params_file: Path = PARAMS_OPTION) -> None:
     Writes quality/ (filters.csv: what a @filtered mix leaves out; quality.json; nearest.csv) and
     quality_metrics.json, and logs them to MLflow.
     """
-    from synthmix.quality_stage import quality_stage
+    from synthmix.quality_stage import describe, quality_stage
 
     params = _params(params_file)
-    result = quality_stage(params)
-    for g in result.summary.generators:
-        own = [r for r in result.filter_rows if r.generator == g.generator]
-        dropped = sum(r.filtered_out for r in own)
-        kid = "n/a" if g.overall.kid is None else f"{g.overall.kid:.4f}"
-        console.print(
-            f"{g.generator}: KID {kid} against the real training images; the filters reject {dropped} of "
-            f"{len(own)} images.",
-            highlight=False,
-        )
-    skipped = [f for f in result.summary.filters if not f.applied and f.name in params.quality.filters]
-    for status in skipped:
-        console.print(f"Filter {status.name} did not run: {status.reason}", highlight=False, soft_wrap=True)
-    console.print(
-        f"Feature space: {result.summary.feature_space.name}. Tables in {params.quality.out_dir}/.",
-        highlight=False,
-    )
+    for line in describe(quality_stage(params), params):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command("report")

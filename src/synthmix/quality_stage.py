@@ -355,3 +355,23 @@ def _log(params: Params, summary: QualitySummary, headline: dict[str, dict[str, 
             mlflow.log_metrics(metrics)
             mlflow.log_artifacts(str(params.quality.out_dir), artifact_path="quality")
         return run.info.run_id
+
+
+def describe(result: QualityResult, params: Params) -> list[str]:
+    """What `synthmix quality` prints: per generator its pooled KID and how many images the filters
+    rejected, each asked-for filter that could not run and why, and the feature space."""
+    lines = []
+    for g in result.summary.generators:
+        own = [r for r in result.filter_rows if r.generator == g.generator]
+        kid = "n/a" if g.overall.kid is None else f"{g.overall.kid:.4g}"
+        lines.append(
+            f"{g.generator}: KID {kid} against the real training images; the filters reject "
+            f"{sum(r.filtered_out for r in own)} of {len(own)} images."
+        )
+    lines += [
+        f"Filter {f.name} did not run: {f.reason}"
+        for f in result.summary.filters
+        if not f.applied and f.name in params.quality.filters
+    ]
+    lines.append(f"Feature space: {result.summary.feature_space.name}. Tables in {params.quality.out_dir}/.")
+    return lines

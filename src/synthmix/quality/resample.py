@@ -1,5 +1,5 @@
 """Percentile bootstrap intervals: over two sets resampled independently, and over classes for a rank
-correlation.
+correlation; and the Clopper-Pearson interval of a proportion with an effective size (coverage's).
 
 A resample whose statistic is not finite (a Spearman rho of a resample whose values are all tied, say)
 is left out of the percentiles; `BootstrapInterval.samples` counts those that were kept.
@@ -17,8 +17,9 @@ from scipy import stats
 
 @dataclass(frozen=True)
 class BootstrapInterval:
-    """`estimate` (the statistic on the data as given) and the percentile interval [low, high] at
-    `confidence`, from `samples` resamples with a finite statistic (NaN bounds when none had one)."""
+    """`estimate` (the statistic on the data as given) and the interval [low, high] at `confidence`, from
+    `samples` resamples with a finite statistic (NaN bounds when none had one): their percentiles, or
+    for `proportion_interval` the variance behind its effective size."""
 
     estimate: float
     low: float
@@ -49,6 +50,18 @@ def _percentile_interval(estimate: float, resampled: np.ndarray, confidence: flo
     alpha = (1 - confidence) / 2
     low, high = np.quantile(kept, [alpha, 1 - alpha])
     return BootstrapInterval(estimate, float(low), float(high), confidence, int(kept.size))
+
+
+def proportion_interval(estimate: float, n_eff: float, confidence: float, samples: int) -> BootstrapInterval:
+    """Clopper-Pearson ("exact") interval of a proportion `estimate` observed on `n_eff` independent
+    rows (a real number: n / design effect): the beta quantiles at estimate * n_eff successes, 0 or 1
+    at the ends. `samples` is recorded as the resamples that gave the design effect."""
+    _check(max(samples, 1), confidence)
+    alpha = (1 - confidence) / 2
+    x = estimate * n_eff
+    low = float(stats.beta.ppf(alpha, x, n_eff - x + 1)) if x > 0 else 0.0
+    high = float(stats.beta.ppf(1 - alpha, x + 1, n_eff - x)) if x < n_eff else 1.0
+    return BootstrapInterval(estimate, low, high, confidence, samples)
 
 
 def _check(samples: int, confidence: float) -> None:

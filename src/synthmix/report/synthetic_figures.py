@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from synthmix.data import decode_array
 from synthmix.quality_files import GeneratorQuality
 from synthmix.report.figures import DPI, FigureRef
-from synthmix.report.synthetic import SyntheticInputs, finite, value_text
+from synthmix.report.synthetic import SyntheticInputs
+from synthmix.report.wording import finite, value_text
 from synthmix.vetting import FilterRow
 
 EXAMPLES_PER_FILTER = 4  # dropped images shown per filter

@@ -374,3 +374,12 @@ def how_to_read(results: Results, design: str) -> str:
         f"found significant with {POWER:.0%} power if it were the only one in the family. p-values below "
         "0.001 are written p < 0.001; a change with no variance at all has no p-value."
     )
+
+
+def finite(value: float | None) -> bool:
+    """A number to show: not None, not NaN or infinite."""
+    return value is not None and math.isfinite(value)  # quality.json writes NaN as null
+
+
+def value_text(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None and finite(value) else "n/a"
