@@ -32,8 +32,8 @@ from synthmix.split import SplitSizes, prepare_split
 from synthmix.vetting import (
     DECISIONS_PATH,
     Decision,
+    left_out,
     read_decisions,
-    rejected,
     set_decision,
     write_decisions,
 )
@@ -67,6 +67,12 @@ def project(in_tmp: Path) -> Path:
     }
     Path("params.yaml").write_text(yaml.safe_dump(params) + f"# {SECRET}\n")
     return in_tmp
+
+
+def rejected(decisions: list[Decision], rows: list[SyntheticRow]) -> set[Path]:
+    """The paths of `rows` (generator ddpm's) that a @reviewed mix leaves out."""
+    out = left_out("reviewed", "ddpm", [], decisions)
+    return {row.path for row in rows if row.sha256 in out}
 
 
 def synthetic_paths() -> list[str]:

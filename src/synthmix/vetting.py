@@ -121,13 +121,6 @@ def current(
     return standing
 
 
-def rejected(decisions: Sequence[Decision], rows: Sequence[SyntheticRow]) -> set[Path]:
-    """The paths of `rows` whose image (by sha256) a person rejected: what a mix must leave out."""
-    latest = {d.key: d for d in decisions}  # a later row on the same image wins
-    shas = {d.sha256 for d in latest.values() if d.decision == "reject"}
-    return {row.path for row in rows if row.sha256 in shas}
-
-
 # --- the automatic filters' verdicts (quality/filters.csv) ----------------------------------------
 
 FILTERS_NAME = "filters.csv"
