@@ -208,3 +208,30 @@ def test_the_stage_logs_its_numbers_and_tables_to_mlflow(study, monkeypatch, tmp
     assert run.data.params["quality.classifier.min_confidence"] == "0.5"
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "quality")}
     assert {"quality/filters.csv", "quality/quality.json", "quality/nearest.csv"} <= logged
+
+
+def test_resnet50_weights_on_the_machine_make_its_features_the_feature_space(study, tmp_path):
+    """With a ResNet50 state-dict file (standing in for ImageNet weights), auto measures in its pooled
+    features, the same ones the train stage caches; without weights, asking for resnet50 is an error."""
+    import torch
+    import torchvision
+
+    from synthmix.errors import UserError
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), weights)
+    raw = study["raw"]
+    raw["train"]["resnet50"] = {"weights": str(weights)}
+    result = quality_stage(params_from_dict(raw), log_to_mlflow=False)
+    assert result.summary.feature_space.name == "resnet50"
+    assert str(weights) in result.summary.feature_space.description
+    cached = list((tmp_path / "cache" / "features").rglob("*.npy"))
+    images = {sha256_file(path) for path in [*Path("data").rglob("*.png"), *Path("synthetic").rglob("*.png")]}
+    assert len(cached) == len(images)  # each distinct image once, where the train stage looks for it
+    assert result.summary.generators[0].classes["bar_top"].kid is not None
+
+    raw["train"]["resnet50"] = {"weights": "none"}
+    raw["quality"]["feature_space"] = "resnet50"
+    with pytest.raises(UserError, match=r"quality\.feature_space is resnet50"):
+        quality_stage(params_from_dict(raw), log_to_mlflow=False)

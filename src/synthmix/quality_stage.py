@@ -161,7 +161,7 @@ def _feature_space(
             built = entry.build(num_classes, train.image_size, 0.0, section, weights, 0)
             key = feature_cache_key("resnet50", weights, 0, train.image_size)
             description = (
-                f"ResNet50's pooled ImageNet features ({weights.identity}) of the images at "
+                f"ResNet50's pooled features, weights {weights.used} ({weights.identity}), of the images at "
                 f"{train.image_size} px, the same features the train stage caches for its frozen ResNet50"
             )
 
