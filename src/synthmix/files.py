@@ -89,7 +89,8 @@ def write_array(array: Any, path: Path) -> None:
 
 
 def write_json(data: object, path: Path) -> None:
-    """JSON with NaN and infinities written as null (JSON has neither), atomically."""
+    """JSON with NaN and infinities written as null (JSON has neither) and paths as POSIX strings,
+    atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_finite(data), indent=2) + "\n")
@@ -104,6 +105,8 @@ def write_csv(header: Sequence[str], rows: Iterable[Sequence[object]], path: Pat
 
 
 def _finite(obj: object) -> object:
+    if isinstance(obj, Path):
+        return obj.as_posix()
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

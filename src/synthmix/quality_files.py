@@ -11,13 +11,12 @@ Written by the quality stage, read by the report.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from synthmix.errors import UserError
-from synthmix.files import write_text
+from synthmix.files import write_json
 from synthmix.quality import BootstrapInterval, NearestSummary, Quality
 
 QUALITY_NAME = "quality.json"
@@ -77,20 +76,8 @@ class QualitySummary:
         return next((g for g in self.generators if g.generator == name), None)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Path):
-        return value.as_posix()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def write_quality(summary: QualitySummary, path: Path) -> None:
-    write_text(json.dumps(_plain(asdict(summary)), indent=2) + "\n", path)
+    write_json(asdict(summary), path)
 
 
 def _interval(raw: dict[str, Any] | None) -> BootstrapInterval | None:
@@ -163,4 +150,4 @@ def headline_metrics(summary: QualitySummary, kept: dict[str, float]) -> dict[st
 
 
 def write_metrics(metrics: dict[str, dict[str, float | None]], path: Path = METRICS_PATH) -> None:
-    write_text(json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n", path)
+    write_json({g: dict(sorted(v.items())) for g, v in sorted(metrics.items())}, path)

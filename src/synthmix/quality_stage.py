@@ -72,21 +72,7 @@ def quality_stage(params: Params, log_to_mlflow: bool = True) -> QualityResult:
     space, embed = _feature_space(params, reference.model, len(real.classes), len(real.train_rows))
     real_features, test_features = embed(real.train), embed(real.test)
     clip, clip_status = _clip(params)
-    statuses = (
-        FilterStatus(
-            "classifier",
-            "classifier" in cfg.filters,
-            to_dict(cfg.classifier),
-            "" if "classifier" in cfg.filters else "not in quality.filters",
-        ),
-        clip_status,
-        FilterStatus(
-            "blank",
-            "blank" in cfg.filters,
-            to_dict(cfg.blank),
-            "" if "blank" in cfg.filters else "not in quality.filters",
-        ),
-    )
+    statuses = (_asked("classifier", cfg.classifier, params), clip_status, _asked("blank", cfg.blank, params))
     generators, filter_rows, nearest_rows = [], [], []
     for name, rows in sets.items():
         rows = [r for r in rows if r.label in real.classes]
@@ -96,7 +82,8 @@ def quality_stage(params: Params, log_to_mlflow: bool = True) -> QualityResult:
             features = embed(images)
         scores = _clip_scores(clip, rows, cfg.clip_score.prompt) if clip is not None else None
         stds = pixel_std(images.images).numpy()
-        filter_rows += _verdicts(name, rows, real.classes, verdicts, stds, scores, statuses, params)
+        labels = images.labels.numpy()
+        filter_rows += _verdicts(name, rows, real.classes, labels, verdicts, stds, scores, statuses, params)
         measured = np.array([not r.blocked for r in rows], dtype=bool)  # a blacked-out image has no content
         gen_quality, nearest = _measure(
             name,
@@ -187,17 +174,23 @@ def _feature_space(
     return FeatureSpace("reference", description), embed_reference
 
 
+def _asked(name: str, settings: object, params: Params) -> FilterStatus:
+    """Filter `name` with its settings: applied when quality.filters names it."""
+    asked = name in params.quality.filters
+    return FilterStatus(name, asked, to_dict(settings), "" if asked else "not in quality.filters")
+
+
 def _clip(params: Params) -> tuple[tuple[object, object] | None, FilterStatus]:
     cfg = params.quality.clip_score
-    settings = to_dict(cfg)
-    if "clip_score" not in params.quality.filters:
-        return None, FilterStatus("clip_score", False, settings, "not in quality.filters")
+    status = _asked("clip_score", cfg, params)
+    if not status.applied:
+        return None, status
     from synthmix.filters.clip_score import ClipUnavailable, load_clip  # transformers: only when asked
 
     try:
-        return load_clip(cfg.model), FilterStatus("clip_score", True, settings)
+        return load_clip(cfg.model), status
     except ClipUnavailable as exc:
-        return None, FilterStatus("clip_score", False, settings, str(exc))
+        return None, FilterStatus("clip_score", False, status.settings, str(exc))
 
 
 def _clip_scores(clip: tuple[object, object], rows: Sequence[SyntheticRow], prompt: str) -> np.ndarray:
@@ -213,15 +206,16 @@ def _verdicts(
     generator: str,
     rows: Sequence[SyntheticRow],
     classes: Sequence[str],
+    labels: np.ndarray,
     verdicts: Verdicts,
     stds: np.ndarray,
     scores: np.ndarray | None,
     statuses: Sequence[FilterStatus],
     params: Params,
 ) -> list[FilterRow]:
+    """Each row's filter verdicts; `labels` are the rows' class indices into `classes`."""
     cfg = params.quality
     applied = {s.name for s in statuses if s.applied}
-    labels = np.array([classes.index(r.label) for r in rows], dtype=int)
     disagrees = verdicts.rejected(labels, cfg.classifier.min_confidence)
     out = []
     for i, row in enumerate(rows):

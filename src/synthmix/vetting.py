@@ -4,7 +4,7 @@ images a vetted mix (mixes.VETTINGS) leaves out.
 
 One row per image (generator name and manifest path), columns DECISIONS_FIELDS, sorted by generator
 then path so that the git-tracked file diffs cleanly. A row remembers the sha256 of the image that was
-judged: `rejected` matches on it, so an image regenerated at the same path is a new image, judged by
+judged: `left_out` matches on it, so an image regenerated at the same path is a new image, judged by
 no one yet, and is not rejected for its predecessor's sake. Setting a decision again replaces the
 row (the latest wins); every change is a locked read-modify-write and an atomic replace, so two
 reviewers saving at once both land and a reader never sees half a file.

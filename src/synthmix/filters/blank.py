@@ -13,8 +13,3 @@ def pixel_std(images: torch.Tensor) -> torch.Tensor:
     """The standard deviation of each image's grey levels (0-255), images uint8 (N, 3, S, S) -> (N,)."""
     grey = (images.to(torch.float64) * _LUMA.to(torch.float64)[None, :, None, None]).sum(1)
     return grey.flatten(1).std(1, correction=0)
-
-
-def is_blank(images: torch.Tensor, min_std: float) -> torch.Tensor:
-    """True for each image whose grey-level standard deviation is below `min_std`."""
-    return pixel_std(images) < min_std

@@ -193,14 +193,11 @@ def planned_pairs(cells: Sequence[Cell], baseline: Mix, models: Sequence[str] = 
         fixed = key.get((cell.model, "fixed", cell.mix))
         if cell.source == "tuned" and fixed is not None:
             pairs.append(Pair("tuned", fixed, cell))
-    for cell in cells:
-        first = key.get((cell.model, cell.source, cell.mix.with_generator("")))
-        if cell.mix.generator and first is not None:
-            pairs.append(Pair("generator", first, cell))
-    for cell in cells:
-        unvetted = key.get((cell.model, cell.source, cell.mix.with_vetting("")))
-        if cell.mix.vetting and unvetted is not None:
-            pairs.append(Pair("vetting", unvetted, cell))
+    for kind, twin in controls.TWINS.items():
+        for cell in cells:
+            other = key.get((cell.model, cell.source, twin(cell.mix)))
+            if twin(cell.mix) != cell.mix and other is not None:
+                pairs.append(Pair(kind, other, cell))
     for cell in cells:
         reference = key.get((models[0], cell.source, cell.mix)) if models else None
         if reference is not None and cell.model != models[0]:

@@ -87,24 +87,31 @@ def control_pairs(mixes: Sequence[Mix]) -> tuple[tuple[Mix, Mix], ...]:
     return tuple(pairs)
 
 
+# A mix's twin on each axis besides its counts: the same mix with the first generator's images, and
+# the same mix unvetted. A "generator" or "vetting" comparison sets a mix against its twin.
+TWINS: dict[str, Callable[[Mix], Mix]] = {
+    "generator": lambda m: m.with_generator(""),
+    "vetting": lambda m: m.with_vetting(""),
+}
+
+
+def twin_pairs(kind: str, mixes: Sequence[Mix]) -> tuple[tuple[Mix, Mix], ...]:
+    """(twin, mix) for every mix of `mixes` that differs from its `kind` twin (TWINS) while the twin is
+    in `mixes` too: 30r30s vs 30r30s-sd15 (generator), 30r15s vs 30r15s@filtered (vetting)."""
+    twin, present = TWINS[kind], set(mixes)
+    return tuple((twin(m), m) for m in dict.fromkeys(mixes) if twin(m) != m and twin(m) in present)
+
+
 def generator_pairs(mixes: Sequence[Mix]) -> tuple[tuple[Mix, Mix], ...]:
     """(first generator's mix, another generator's mix with the same counts) for every mix of `mixes`
     naming a generator whose first-generator twin is in `mixes` too (30r30s vs 30r30s-sd15)."""
-    present = set(mixes)
-    return tuple(
-        (m.with_generator(""), m)
-        for m in dict.fromkeys(mixes)
-        if m.generator and m.with_generator("") in present
-    )
+    return twin_pairs("generator", mixes)
 
 
 def vetting_pairs(mixes: Sequence[Mix]) -> tuple[tuple[Mix, Mix], ...]:
     """(unvetted mix, the same mix vetted) for every vetted mix of `mixes` whose unvetted twin is in
     `mixes` too (30r15s vs 30r15s@filtered)."""
-    present = set(mixes)
-    return tuple(
-        (m.with_vetting(""), m) for m in dict.fromkeys(mixes) if m.vetting and m.with_vetting("") in present
-    )
+    return twin_pairs("vetting", mixes)
 
 
 def synthetic_target(mixes: Iterable[Mix], baseline: Mix) -> Mix | None:

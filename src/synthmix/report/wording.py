@@ -382,4 +382,4 @@ def finite(value: float | None) -> bool:
 
 
 def value_text(value: float | None, spec: str) -> str:
-    return format(value, spec) if value is not None and finite(value) else "n/a"
+    return format(value, spec) if finite(value) else "n/a"
