@@ -35,14 +35,14 @@ from common import (
 )
 from torch import nn
 
-from synthmix.config import CNNConfig, TrainConfig
-from synthmix.data import read_manifest
-from synthmix.fit import fit
+from synthmix.config.hparams import Hyperparameters, fixed_hyperparameters
+from synthmix.config.params import CNNConfig, TrainConfig
+from synthmix.data.images import LabelledImages, load_images
+from synthmix.data.mixes import Mix, TrainingImage, training_images
+from synthmix.data.real import read_manifest
 from synthmix.generate.manifest import read_synthetic_manifest
-from synthmix.hparams import Hyperparameters, fixed_hyperparameters
-from synthmix.images import LabelledImages, load_images
-from synthmix.mixes import Mix, TrainingImage, training_images
 from synthmix.models import MODELS
+from synthmix.train.fit import fit
 
 SOURCES = {
     "digits": "embedded digits (8x8 PNG)",

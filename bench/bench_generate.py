@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from common import append_results, best_of, command_line, describe_machine, markdown_table, set_threads
 
-from synthmix.config import DDPMConfig, Text2ImageConfig, load_params
+from synthmix.config.params import DDPMConfig, Text2ImageConfig, load_params
 from synthmix.generate.ddpm import build_unet, images_to_tensor, noise_scheduler, sample_ddpm
 from synthmix.generate.text2image import load_pipeline, prompt_for, sample_text2image
 

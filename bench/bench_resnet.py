@@ -49,15 +49,15 @@ from common import (
 from torch import nn
 
 from synthmix import models
-from synthmix.config import ResNetConfig, TrainConfig
-from synthmix.data import read_manifest
-from synthmix.features import FEATURE_BATCH, precompute_features
-from synthmix.fit import fit, predict_logits
+from synthmix.config.hparams import Hyperparameters, fixed_hyperparameters
+from synthmix.config.params import ResNetConfig, TrainConfig
+from synthmix.data.images import LabelledImages, load_images
+from synthmix.data.mixes import Mix, training_images
+from synthmix.data.real import read_manifest
 from synthmix.generate.manifest import read_synthetic_manifest
-from synthmix.hparams import Hyperparameters, fixed_hyperparameters
-from synthmix.images import LabelledImages, load_images
-from synthmix.mixes import Mix, training_images
 from synthmix.models import MODELS, FrozenBackboneClassifier
+from synthmix.train.features import FEATURE_BATCH, precompute_features
+from synthmix.train.fit import fit, predict_logits
 
 MODEL = "resnet50"
 # (label, file the function is in, function, only when called from this function): cProfile rows.

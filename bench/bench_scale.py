@@ -40,8 +40,8 @@ from common import (
 )
 from scipy.optimize import nnls
 
-from synthmix.config import load_params
-from synthmix.train import train_stage
+from synthmix.config.params import load_params
+from synthmix.stages.train import train_stage
 
 MODELS = ("cnn", "resnet50")
 TEST_PER_CLASS = 10

@@ -206,10 +206,10 @@ def make_study_dir(
     The split is synthmix's own (split.prepare_split); the synthetic manifest is written by its owner,
     synthmix.generate.manifest.
     """
-    from synthmix.data_import import write_default_data
-    from synthmix.files import sha256_file
+    from synthmix.core.files import sha256_file
+    from synthmix.data.importing import write_default_data
+    from synthmix.data.split import SplitSizes, prepare_split
     from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
-    from synthmix.split import SplitSizes, prepare_split
 
     root.mkdir(parents=True, exist_ok=True)
     here = Path.cwd()

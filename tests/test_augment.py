@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from synthmix.augment import augment_batch, augmented_copies, build_policy, describe, policy_digest
-from synthmix.config import AugmentConfig
+from synthmix.config.params import AugmentConfig
+from synthmix.train.augment import augment_batch, augmented_copies, build_policy, describe, policy_digest
 
 POLICY = AugmentConfig()  # the default: crop, rotation, colour jitter and RandAugment
 FLIP_ONLY = dict(crop_scale=(1.0, 1.0), rotation=0.0, color_jitter=0.0, randaugment_ops=0)

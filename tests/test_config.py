@@ -7,7 +7,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from synthmix.cli import run
-from synthmix.config import (
+from synthmix.config.params import (
     MODEL_NAMES,
     CNNConfig,
     Params,
@@ -18,8 +18,8 @@ from synthmix.config import (
     params_from_dict,
     to_dict,
 )
-from synthmix.errors import UserError
-from synthmix.mixes import Mix
+from synthmix.core.errors import UserError
+from synthmix.data.mixes import Mix
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_PARAMS = REPO / "params.yaml"

@@ -10,16 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import write_image
-from synthmix.data import (
-    decode_array,
-    find_class_root,
-    load_rgb,
-    read_manifest,
-    validate_tree,
-)
-from synthmix.data_import import import_tree, write_default_data
-from synthmix.errors import UserError
-from synthmix.split import SplitSizes, prepare_split, split_records
+from synthmix.core.errors import UserError
+from synthmix.data.importing import import_tree, write_default_data
+from synthmix.data.real import decode_array, find_class_root, load_rgb, read_manifest, validate_tree
+from synthmix.data.split import SplitSizes, prepare_split, split_records
 
 
 def _messy_tree(root: Path) -> dict[str, Path]:

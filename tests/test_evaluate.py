@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synthmix.evaluate import evaluate
+from synthmix.runs.evaluate import evaluate
 
 CLASSES = ["cat", "dog", "owl"]
 

@@ -16,16 +16,16 @@ from torch import nn
 
 from conftest import write_image
 from synthmix.cli import run
-from synthmix.config import DDPMConfig
-from synthmix.data import decode_array, read_manifest
-from synthmix.errors import UserError
-from synthmix.features import backbone_features, cached_feature_path
-from synthmix.files import sha256_file
+from synthmix.config.params import DDPMConfig
+from synthmix.core.errors import UserError
+from synthmix.core.files import sha256_file
+from synthmix.data.images import LabelledImages, cached_image_path, load_images
+from synthmix.data.real import decode_array, read_manifest
 from synthmix.generate.ddpm import FINAL_DIR, train_ddpm
 from synthmix.generate.manifest import ImageRecord, read_record
 from synthmix.generate.manifest import write_image as write_synthetic
-from synthmix.images import LabelledImages, cached_image_path, load_images
 from synthmix.models import FrozenBackboneClassifier, PixelScaling
+from synthmix.train.features import backbone_features, cached_feature_path
 from test_generate import TINY_DDPM, _project
 from test_train import _tiny_project
 

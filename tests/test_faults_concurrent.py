@@ -14,10 +14,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from synthmix import rundir
-from synthmix.files import locked
-from synthmix.mixes import Mix
-from synthmix.summaries import write_summaries
+from synthmix.core.files import locked
+from synthmix.data.mixes import Mix
+from synthmix.runs import rundir
+from synthmix.runs.summaries import write_summaries
 from test_faults_disk import _env, _finished_runs, _init_mlflow, _project, _temp_files
 from test_summaries import _run
 

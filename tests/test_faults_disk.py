@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from conftest import write_image_tree
-from synthmix import rundir
-from synthmix.errors import full_disk_error
-from synthmix.files import atomic_path
+from synthmix.core.errors import full_disk_error
+from synthmix.core.files import atomic_path
+from synthmix.runs import rundir
 from test_train import _tiny_project
 
 
@@ -203,7 +203,7 @@ def test_a_write_past_the_limit_raises_naming_the_file_and_leaves_the_old_one(tm
     target.write_text(content)
     script = (
         "import resource, signal, sys; import numpy as np; from pathlib import Path\n"
-        "from synthmix.files import write_array, write_csv\n"
+        "from synthmix.core.files import write_array, write_csv\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
         f"path = Path(sys.argv[1])\ntry:\n    {write}\nexcept OSError as exc:\n    print(exc.errno, exc.filename)\n"
     )

@@ -8,13 +8,13 @@ import optuna
 import pytest
 import torch
 
-from synthmix.config import AugmentConfig, TrainConfig
-from synthmix.features import feature_cache_key, precompute_features
-from synthmix.fit import fit
-from synthmix.hparams import Hyperparameters
-from synthmix.images import LabelledImages
+from synthmix.config.hparams import Hyperparameters
+from synthmix.config.params import AugmentConfig, TrainConfig
+from synthmix.data.images import LabelledImages
 from synthmix.models import MODELS, resolve_resnet_weights
 from synthmix.models import _resnet50_backbone as resnet50_backbone
+from synthmix.train.features import feature_cache_key, precompute_features
+from synthmix.train.fit import fit
 
 HP = Hyperparameters(lr=0.003, weight_decay=0.0, epochs=3, batch_size=8, dropout=0.0)
 

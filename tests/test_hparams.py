@@ -7,16 +7,16 @@ import dataclasses
 import pytest
 import yaml
 
-from synthmix.config import CNNConfig, ResNetConfig, TrainConfig
-from synthmix.errors import UserError
-from synthmix.hparams import (
+from synthmix.config.hparams import (
     Hyperparameters,
     fixed_hyperparameters,
     read_best_params,
     tuned_hyperparameters,
     write_best_params,
 )
-from synthmix.mixes import Mix
+from synthmix.config.params import CNNConfig, ResNetConfig, TrainConfig
+from synthmix.core.errors import UserError
+from synthmix.data.mixes import Mix
 
 
 def test_fixed_hyperparameters_come_from_the_models_own_section():

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from conftest import write_image
-from synthmix.errors import UserError
-from synthmix.files import sha256_file
-from synthmix.images import LabelledImages, cached_image_path, load_images
+from synthmix.core.errors import UserError
+from synthmix.core.files import sha256_file
+from synthmix.data.images import LabelledImages, cached_image_path, load_images
 
 
 def _tree(tmp_path, count=4):

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from synthmix.data import SplitRow
-from synthmix.errors import UserError
+from synthmix.core.errors import UserError
+from synthmix.data.mixes import REDRAWABLE, Draw, Mix, training_images
+from synthmix.data.real import SplitRow
 from synthmix.generate.manifest import SyntheticRow
-from synthmix.mixes import REDRAWABLE, Draw, Mix, training_images
 
 
 @pytest.mark.parametrize("text,real,synthetic", [("30r15s", 30, 15), ("0r30s", 0, 30), (" 30r0s ", 30, 0)])

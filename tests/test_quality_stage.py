@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 
 from synthmix.cli import run as cli_run
-from synthmix.config import params_from_dict
-from synthmix.data import SplitRow, write_manifest
-from synthmix.files import sha256_file
+from synthmix.config.params import params_from_dict
+from synthmix.core.files import sha256_file
+from synthmix.data.mixes import Draw, Mix, training_images
+from synthmix.data.real import SplitRow, write_manifest
+from synthmix.data.vetting import left_out_by_mix, read_filter_rows
 from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
-from synthmix.mixes import Draw, Mix, training_images
-from synthmix.quality_files import METRICS_PATH, read_quality
-from synthmix.quality_stage import quality_stage
-from synthmix.vetting import left_out_by_mix, read_filter_rows
+from synthmix.quality.files import METRICS_PATH, read_quality
+from synthmix.stages.quality import quality_stage
 
 CLASSES = ("bar_top", "bar_mid", "bar_low")
 
@@ -196,7 +196,7 @@ def test_a_missing_synthetic_set_is_a_clear_user_error(study, capsys):
 def test_the_stage_logs_its_numbers_and_tables_to_mlflow(study, monkeypatch, tmp_path):
     import mlflow
 
-    from synthmix import tracking
+    from synthmix.runs import tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
     result = quality_stage(params_from_dict(study["raw"]))
@@ -216,7 +216,7 @@ def test_resnet50_weights_on_the_machine_make_its_features_the_feature_space(stu
     import torch
     import torchvision
 
-    from synthmix.errors import UserError
+    from synthmix.core.errors import UserError
 
     torch.manual_seed(0)
     weights = tmp_path / "resnet50.pth"

@@ -17,15 +17,15 @@ import yaml
 from PIL import Image
 
 from conftest import write_image
-from synthmix import rundir, tracking
 from synthmix.cli import run as cli
-from synthmix.config import load_params
-from synthmix.data import SplitRow, write_manifest
-from synthmix.errors import UserError
-from synthmix.evaluate import evaluate
+from synthmix.config.params import load_params
+from synthmix.core.errors import UserError
+from synthmix.data.mixes import Mix
+from synthmix.data.real import SplitRow, write_manifest
 from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
-from synthmix.mixes import Mix
-from synthmix.report import write_report
+from synthmix.runs import rundir, tracking
+from synthmix.runs.evaluate import evaluate
+from synthmix.stages.report import report_stage
 
 CLASSES = ("cat", "dog", "fox", "owl", "yak")
 PER_CLASS = 40  # test images per class
@@ -184,7 +184,7 @@ def read_summary(root: Path) -> dict[tuple[str, str, str], dict[str, str]]:
 
 
 def test_a_truly_better_mix_is_called_significant_and_an_identical_one_is_not(study):
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     summary = read_summary(study)
     better, same = summary[("cnn", "fixed", "30r30s")], summary[("cnn", "fixed", "30r15s")]
     assert float(better["f1_macro_change"]) > 0.2 and better["f1_macro_significant"] == "True"
@@ -217,7 +217,7 @@ def test_a_truly_better_mix_is_called_significant_and_an_identical_one_is_not(st
 
 
 def test_the_report_holds_the_tables_every_figure_and_provenance(study):
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     out = study / "reports"
     names = sorted(p.name for p in (out / "figures").glob("*.png"))
     kinds = ("classwise", "confusion", "curves", "metrics", "samples")
@@ -266,7 +266,7 @@ def test_every_figure_of_report_html_loads_in_headless_chromium(study, tmp_path)
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is missing in CI: run scripts/install-browser.sh before the tests.")
         pytest.skip("chromium is not installed (scripts/install-browser.sh installs it)")
-    write_report(load_params(), log_to_mlflow=False)
+    report_stage(load_params(), log_to_mlflow=False)
     page = (study / "reports" / "report.html").read_text()
     # The checker runs after every image has loaded or failed, and writes its verdict into the DOM.
     checker = """<script>window.addEventListener('load', () => {
@@ -309,7 +309,7 @@ def test_without_a_baseline_the_report_says_so_and_shows_no_changes(in_tmp):
     for seed in range(2):
         write_run(in_tmp, "cnn", "30r15s", seed, predictions(seed, 0.3))
         write_run(in_tmp, "cnn", "30r30s", seed, predictions(5 + seed, 0.2))
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     assert any("no baseline (30r0s) runs" in s for s in result.findings)
     assert all(r["f1_macro_change"] == "" for r in read_summary(in_tmp).values())
     # no synthetic/ or prepared/ here: the figures that need them are left out, the rest are drawn
@@ -330,7 +330,7 @@ def test_tuned_runs_sit_beside_fixed_ones_and_unused_runs_are_counted(in_tmp):
         write_run(in_tmp, "cnn", "30r15s", seed, predictions(30 + seed, 0.3), source="tuned")
     write_run(in_tmp, "cnn", "30r15s", 2, predictions(40, 0.0))  # seed 2 is not in this study
     write_run(in_tmp, "cnn", "30r0s", 3, predictions(41, 0.0), done=False)  # unfinished
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     summary = read_summary(in_tmp)
     assert summary[("cnn", "tuned", "30r15s")]["seeds"] == "0 1"
     assert summary[("cnn", "fixed", "30r15s")]["seeds"] == "0 1"
@@ -360,7 +360,7 @@ def test_the_figures_compare_the_baseline_with_the_mix_adding_the_most_synthetic
         write_run(in_tmp, "cnn", "10r10s", seed, predictions(10 + seed, 0.3))
         write_run(in_tmp, "cnn", "10r20s", seed, predictions(20 + seed, 0.35))
         write_run(in_tmp, "cnn", "5r20s", seed, predictions(30 + seed, 0.05))  # the best mix
-    write_report(load_params(), log_to_mlflow=False)
+    report_stage(load_params(), log_to_mlflow=False)
     caption = _curves_caption(in_tmp)
     assert "10r0s vs 10r20s" in caption
     assert "the mix with the baseline's 10 real images and the most synthetic ones" in caption
@@ -368,7 +368,7 @@ def test_the_figures_compare_the_baseline_with_the_mix_adding_the_most_synthetic
     write_params(in_tmp, mixes=("10r0s", "0r20s", "5r20s"), seeds=(0, 1), baseline="10r0s")
     for seed in range(2):
         write_run(in_tmp, "cnn", "0r20s", seed, predictions(40 + seed, 0.5))
-    write_report(load_params(), log_to_mlflow=False)
+    report_stage(load_params(), log_to_mlflow=False)
     caption = _curves_caption(in_tmp)
     assert "10r0s vs 5r20s" in caption
     assert "the best mix by mean macro F1, picked on the test set (no mix adds synthetic images" in caption
@@ -381,7 +381,7 @@ def test_the_family_is_the_study_mixes_even_when_a_report_sees_fewer_runs(in_tmp
         baseline = predictions(seed, 0.45)
         write_run(in_tmp, "cnn", "30r0s", seed, baseline)
         write_run(in_tmp, "cnn", "30r30s", seed, improved(baseline, 0.8, seed))
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     row = read_summary(in_tmp)[("cnn", "fixed", "30r30s")]
     assert float(row["f1_macro_p_holm"]) == pytest.approx(min(1, 4 * float(row["f1_macro_p"])), rel=1e-5)
     assert any(
@@ -392,7 +392,7 @@ def test_the_family_is_the_study_mixes_even_when_a_report_sees_fewer_runs(in_tmp
 def test_a_single_mix_experiment_says_its_results_are_exploratory(study):
     params = yaml.safe_load((study / "params.yaml").read_text())
     (study / "params.yaml").write_text(yaml.safe_dump({**params, "mix": "30r30s"}))
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     assert result.findings[0].startswith("This report comes from a single-mix experiment (mix=30r30s)")
     assert "exploratory" in result.findings[0]
     assert any(
@@ -405,7 +405,7 @@ def test_the_primary_metric_alone_carries_the_verdicts(study):
     params = yaml.safe_load((study / "params.yaml").read_text())
     params["report"]["primary_metric"] = "accuracy"
     (study / "params.yaml").write_text(yaml.safe_dump(params))
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     row = read_summary(study)[("cnn", "fixed", "30r30s")]
     assert row["accuracy_significant"] == "True" and "f1_macro_p_holm" not in row
     assert any("30r30s vs 30r0s accuracy +" in s and "significantly better" in s for s in result.findings)
@@ -416,7 +416,7 @@ def test_the_primary_metric_alone_carries_the_verdicts(study):
 def test_a_random_init_backbone_is_named_so_wherever_the_model_is_named(in_tmp):
     write_params(in_tmp, models=("resnet50",))
     write_study(in_tmp, model="resnet50", weights="random")
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     assert all(s.startswith("ResNet50 (random init)") for s in result.findings)
     md = (in_tmp / "reports" / "report.md").read_text()
     assert "| ResNet50 (random init) | fixed | 30r30s | 3 |" in md
@@ -428,7 +428,7 @@ def test_a_random_init_backbone_is_named_so_wherever_the_model_is_named(in_tmp):
 def test_the_baseline_is_called_real_only_only_when_its_runs_had_no_synthetic_image(in_tmp):
     write_params(in_tmp, mixes=("30r15s", "30r30s", "15r30s"), baseline="30r15s")
     write_study(in_tmp, mixes=("30r15s", "30r30s", "15r30s"))
-    write_report(load_params(), log_to_mlflow=False)
+    report_stage(load_params(), log_to_mlflow=False)
     md = (in_tmp / "reports" / "report.md").read_text()
     assert "baseline 30r15s;" in md and "real only" not in md
 
@@ -437,7 +437,7 @@ def test_the_baseline_is_called_real_only_only_when_its_runs_had_no_synthetic_im
     for run_dir in in_tmp.glob("runs/cnn/30r0s/*"):
         record = rundir.read_run(run_dir).record
         rundir.finish(run_dir, dataclasses.replace(record, synthetic_images=5))
-    write_report(load_params(), log_to_mlflow=False)
+    report_stage(load_params(), log_to_mlflow=False)
     assert "baseline 30r0s;" in (in_tmp / "reports" / "report.md").read_text()
 
 
@@ -476,7 +476,7 @@ def test_report_logs_to_the_sweep_parent_mlflow_run(study, monkeypatch):
 @pytest.mark.slow
 def test_without_a_sweep_parent_the_report_logs_to_a_new_report_run(study, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{study / 'mlflow.db'}")
-    result = write_report(load_params())  # the runs name no parent run
+    result = report_stage(load_params())  # the runs name no parent run
     assert result.mlflow_run_id
     artifacts, logged, tags = _logged(result.mlflow_run_id)
     assert "report/report.md" in artifacts and "report.cnn.fixed.30r15s.f1_macro" in logged
@@ -495,7 +495,7 @@ def test_bad_report_params_are_refused_naming_the_key(in_tmp, capsys):
 def test_no_runs_is_a_user_error_saying_to_train_first(in_tmp):
     write_params(in_tmp)
     with pytest.raises(UserError, match="synthmix train"):
-        write_report(load_params(), log_to_mlflow=False)
+        report_stage(load_params(), log_to_mlflow=False)
 
 
 @pytest.mark.slow
@@ -510,7 +510,7 @@ def test_a_full_size_report_has_every_figure_and_names_the_weights_in_its_title(
             for seed in range(3):
                 pred = predictions(100 * m + 10 * x + seed, 0.1 + 0.05 * x, classes, per_class=30)
                 write_run(in_tmp, model, mix, seed, pred, classes=classes, per_class=30)
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     assert len(result.figures) == 11  # the headline figure, then five per model
     title = (in_tmp / "reports" / "report.md").read_text().splitlines()[0]
     assert "CNN from scratch" in title and "ResNet50 backbone: ImageNet" in title

@@ -16,11 +16,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from synthmix.config import load_params
-from synthmix.files import write_json
-from synthmix.mixes import Mix
-from synthmix.report import controls, exchange, stats, write_report
-from synthmix.split import SUMMARY_NAME, SplitSizes, SplitSummary
+from synthmix.config.params import load_params
+from synthmix.core.files import write_json
+from synthmix.data.mixes import Mix
+from synthmix.data.split import SUMMARY_NAME, SplitSizes, SplitSummary
+from synthmix.report import controls, exchange, stats
+from synthmix.stages.report import report_stage
 from test_report import CLASSES, PER_CLASS, improved, predictions, write_run
 
 MIXES = ("4r0s", "4r4s", "4r4a", "8r0s")
@@ -59,7 +60,7 @@ def test_a_study_with_controls_opens_on_the_headline_figure_and_its_sentences(in
     write_params(in_tmp)
     write_controls_study(in_tmp, augmentation="random-resized crop, rotation ±10°")
     write_split_json(in_tmp, extra=4, pool=8)
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
 
     # the headline figure comes first, its numbers beside it
     assert result.figures[0].name == "headline.png"
@@ -129,7 +130,7 @@ def test_a_control_the_data_cannot_serve_is_listed_with_the_reason(in_tmp):
     write_params(in_tmp)
     write_controls_study(in_tmp, skip=("8r0s",))
     write_split_json(in_tmp, extra=2, pool=0)
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     md = (in_tmp / "reports" / "report.md").read_text()
     section = md[md.index("## Controls that could not run") :]
     assert section.splitlines()[2] == (
@@ -151,7 +152,7 @@ def test_a_control_the_data_cannot_serve_is_listed_with_the_reason(in_tmp):
 def test_without_split_json_a_missing_control_is_named_not_run_without_a_reason(in_tmp):
     write_params(in_tmp)
     write_controls_study(in_tmp, skip=("8r0s",))
-    write_report(load_params(), log_to_mlflow=False)
+    report_stage(load_params(), log_to_mlflow=False)
     md = (in_tmp / "reports" / "report.md").read_text()
     assert "## Controls that could not run\n\n- 8r0s (extra-real control) was not run.\n\n## Summary" in md
     assert "The generator learns" not in md  # nothing said of the pool without split.json
@@ -164,7 +165,7 @@ def test_a_compute_matched_budget_states_the_steps_each_mix_took(in_tmp):
         write_run(in_tmp, "cnn", "4r0s", seed, base, budget="steps", steps=12)
         write_run(in_tmp, "cnn", "4r4s", seed, improved(base, 0.2, seed), budget="steps", steps=12)
         write_run(in_tmp, "cnn", "4r0s+aug", seed, improved(base, 0.1, seed), budget="steps", steps=12)
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     md = (in_tmp / "reports" / "report.md").read_text()
     assert (
         "Training budget: compute-matched, every mix trained for as many optimiser steps as the baseline "
@@ -309,7 +310,7 @@ def test_the_exchange_rate_interval_covers_the_true_rate_by_simulation():
 def test_the_report_gives_only_a_bound_when_the_synthetic_mix_beats_the_extra_real_control(in_tmp):
     write_params(in_tmp)
     write_controls_study(in_tmp, shares={"4r0s": 0.0, "8r0s": 0.3, "4r4s": 0.7, "4r4a": 0.05})
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     assert any(
         re.search(
             r"CNN: on average 4r4s \(macro F1 0\.\d{3}\) scores above 8r0s \(0\.\d{3}\), the most real images the "
@@ -327,7 +328,7 @@ def test_the_report_gives_only_a_bound_when_the_synthetic_mix_beats_the_extra_re
 def test_the_report_gives_no_exchange_rate_when_more_real_images_did_not_help(in_tmp):
     write_params(in_tmp)
     write_controls_study(in_tmp, shares={"4r0s": 0.3, "8r0s": 0.0, "4r4s": 0.5, "4r4a": 0.05})
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     assert any(
         re.search(
             r"CNN: no exchange rate for 4r4s: the real-only macro F1 does not rise with every added real "
@@ -341,7 +342,7 @@ def test_the_report_gives_no_exchange_rate_when_more_real_images_did_not_help(in
 def test_without_runs_of_the_augmentation_control_the_top_says_the_answer_is_unknown(in_tmp):
     write_params(in_tmp)
     write_controls_study(in_tmp, skip=("4r4a",))
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     assert result.findings[0] == (
         "CNN: whether 4r4s beats the augmentation control 4r4a is unknown: no runs of 4r4a."
     )
@@ -352,7 +353,7 @@ def test_without_runs_of_the_augmentation_control_the_top_says_the_answer_is_unk
 def test_a_single_replicate_still_gives_an_exchange_rate_from_the_test_image_draw(in_tmp):
     write_params(in_tmp, seeds=(0,))
     write_controls_study(in_tmp)
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     assert result.findings[0].startswith("Each configuration ran with a single replicate")
     assert any(
         re.search(r"4 synthetic images a class \(4r4s, .*\) are worth about", s) for s in result.findings

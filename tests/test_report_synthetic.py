@@ -14,12 +14,12 @@ import yaml
 from PIL import Image
 
 from conftest import write_image
-from synthmix import rundir
-from synthmix.config import load_params
-from synthmix.files import write_json
-from synthmix.mixes import Mix
+from synthmix.config.params import load_params
+from synthmix.core.files import write_json
+from synthmix.data.mixes import Mix
+from synthmix.data.vetting import FilterRow, write_filter_rows
 from synthmix.quality import BootstrapInterval, NearestSummary, Quality, rank_correlation
-from synthmix.quality_files import (
+from synthmix.quality.files import (
     ClosestPair,
     FeatureSpace,
     FilterStatus,
@@ -27,9 +27,10 @@ from synthmix.quality_files import (
     QualitySummary,
     write_quality,
 )
-from synthmix.report import quality_gain, synthetic, synthetic_figures, write_report
+from synthmix.report import quality_gain, synthetic, synthetic_figures
 from synthmix.report.cells import Cell
-from synthmix.vetting import FilterRow, write_filter_rows
+from synthmix.runs import rundir
+from synthmix.stages.report import report_stage
 from test_report import predictions, write_run
 
 CLASSES = tuple(f"c{i:02d}" for i in range(12))
@@ -187,7 +188,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_runs(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        write_report(load_params(), log_to_mlflow=False)
+        report_stage(load_params(), log_to_mlflow=False)
     return root / "reports"
 
 
@@ -320,7 +321,7 @@ def test_without_quality_json_there_is_no_section_and_the_report_still_writes(in
         base = predictions(seed, 0.4, small, 10)
         write_run(in_tmp, "cnn", "30r0s", seed, base, classes=small, per_class=10)
         write_run(in_tmp, "cnn", "30r30s", seed, base.copy(), classes=small, per_class=10)
-    result = write_report(load_params(), log_to_mlflow=False)
+    result = report_stage(load_params(), log_to_mlflow=False)
     assert "Synthetic images" not in (in_tmp / "reports" / "report.md").read_text()
     assert not any("synthetic-" in p.name for p in result.figures)
 

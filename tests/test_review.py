@@ -25,11 +25,10 @@ import yaml
 
 from conftest import write_image
 from synthmix.cli import run as cli
-from synthmix.errors import UserError
-from synthmix.files import sha256_file
-from synthmix.generate.manifest import SyntheticRow, read_synthetic_manifest, write_synthetic_manifest
-from synthmix.split import SplitSizes, prepare_split
-from synthmix.vetting import (
+from synthmix.core.errors import UserError
+from synthmix.core.files import sha256_file
+from synthmix.data.split import SplitSizes, prepare_split
+from synthmix.data.vetting import (
     DECISIONS_PATH,
     Decision,
     left_out,
@@ -37,6 +36,7 @@ from synthmix.vetting import (
     set_decision,
     write_decisions,
 )
+from synthmix.generate.manifest import SyntheticRow, read_synthetic_manifest, write_synthetic_manifest
 from test_report import CHROMIUM_FLAGS, _chromium
 
 CLASSES = ("a", "b")

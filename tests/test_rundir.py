@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from synthmix import rundir
-from synthmix.errors import UserError
-from synthmix.evaluate import FINAL_METRICS, evaluate
-from synthmix.mixes import Mix
+from synthmix.core.errors import UserError
+from synthmix.data.mixes import Mix
+from synthmix.runs import rundir
+from synthmix.runs.evaluate import FINAL_METRICS, evaluate
 
 CLASSES = ("cat", "dog", "owl")
 PATHS = [Path("data/owl/b.png"), Path("data/cat/z.png"), Path("data/dog/a.png")]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from synthmix.data import read_manifest, validate_tree
-from synthmix.split import SplitSizes, prepare_split, read_split_summary, split_records
+from synthmix.data.real import read_manifest, validate_tree
+from synthmix.data.split import SplitSizes, prepare_split, read_split_summary, split_records
 
 SPLITS = ("train", "test", "extra", "pool")
 
@@ -67,7 +67,7 @@ def test_extra_and_pool_images_that_copy_a_classifier_image_are_left_out(image_t
 
 
 def test_a_missing_summary_says_to_rerun_prepare(tmp_path):
-    from synthmix.errors import UserError
+    from synthmix.core.errors import UserError
 
     with pytest.raises(UserError, match="synthmix prepare"):
         read_split_summary(tmp_path)

@@ -10,8 +10,8 @@ import pytest
 from scipy import stats as scipy_stats
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from synthmix.evaluate import FINAL_METRICS
 from synthmix.report import stats
+from synthmix.runs.evaluate import FINAL_METRICS
 
 
 def _predictions(rng: np.random.Generator, y: np.ndarray, error_rate: float, n_classes: int, replicates: int):
@@ -51,7 +51,7 @@ def test_the_bootstrapped_metrics_are_the_final_metrics_computable_from_predicti
 def test_report_primary_metric_accepts_exactly_the_classification_metrics():
     from typing import get_args
 
-    from synthmix.config import ReportConfig
+    from synthmix.config.params import ReportConfig
 
     allowed = get_args(ReportConfig.model_fields["primary_metric"].annotation)
     assert allowed == stats.CLASSIFICATION_METRICS

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from synthmix import rundir
-from synthmix.evaluate import evaluate
-from synthmix.mixes import Mix
-from synthmix.summaries import write_summaries
+from synthmix.data.mixes import Mix
+from synthmix.runs import rundir
+from synthmix.runs.evaluate import evaluate
+from synthmix.runs.summaries import write_summaries
 
 CLASSES = ("a", "b")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from synthmix import rundir, tracking
+from synthmix.runs import rundir, tracking
 from tiny_study import PROJECT, env_for
 
 pytestmark = pytest.mark.slow

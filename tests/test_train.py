@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import write_image
-from synthmix import rundir, tracking
 from synthmix.cli import run
+from synthmix.runs import rundir, tracking
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +25,9 @@ def _tiny_project(root, image_tree, use_tuned=False):
     """A 3-class real set split 4/3, a 3-image-per-class synthetic set with its manifest, params.yaml."""
     import yaml
 
-    from synthmix.files import sha256_file
+    from synthmix.core.files import sha256_file
+    from synthmix.data.split import SplitSizes, prepare_split
     from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
-    from synthmix.split import SplitSizes, prepare_split
 
     image_tree({"ant": 7, "bee": 7, "cow": 7}, root=root / "data")
     prepare_split(Path("data"), Path("prepared"), SplitSizes(4, 3), seed=0)
@@ -57,7 +57,7 @@ def _tiny_project(root, image_tree, use_tuned=False):
 
 def _test_pixels() -> np.ndarray:
     """The test split's images as the models take them, in predictions.csv's order (sorted by path)."""
-    from synthmix.data import decode_array, read_manifest
+    from synthmix.data.real import decode_array, read_manifest
 
     rows = sorted(read_manifest(Path("prepared/test.csv")), key=lambda r: r.path.as_posix())
     return np.stack([decode_array(r.path, 32).transpose(2, 0, 1) for r in rows]).astype(np.float32)
@@ -215,10 +215,10 @@ def test_controls_train_like_any_mix_and_a_mix_the_data_cannot_serve_is_skipped(
 
 
 def test_a_step_budget_matches_the_baseline_run_with_the_same_hyperparameters():
-    from synthmix.config import params_from_dict
-    from synthmix.hparams import Hyperparameters
-    from synthmix.mixes import Mix
-    from synthmix.train import RunSpec, StudyData, with_step_budgets
+    from synthmix.config.hparams import Hyperparameters
+    from synthmix.config.params import params_from_dict
+    from synthmix.data.mixes import Mix
+    from synthmix.stages.train import RunSpec, StudyData, with_step_budgets
 
     params = params_from_dict({"train": {"budget": "steps"}})
     fixed = Hyperparameters(lr=0.001, weight_decay=0.0, epochs=10, batch_size=32, dropout=0.0)

@@ -21,19 +21,20 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import write_image
-from synthmix import cli, tracking
-from synthmix.config import load_params
-from synthmix.data import read_manifest
-from synthmix.errors import UserError
-from synthmix.files import sha256_file
+from synthmix import cli
+from synthmix.config.params import load_params
+from synthmix.core.errors import UserError
+from synthmix.core.files import sha256_file
+from synthmix.data.mixes import Mix
+from synthmix.data.real import read_manifest
+from synthmix.data.split import SplitSizes, prepare_split
 from synthmix.generate.manifest import SyntheticRow, write_synthetic_manifest
-from synthmix.mixes import Mix
-from synthmix.split import SplitSizes, prepare_split
-from synthmix.tune import storage as tune_storage
-from synthmix.tune.data import study_name, tuning_sets
-from synthmix.tune.space import TrialSeededTPESampler, suggest_hyperparameters
-from synthmix.tune.stage import MLFLOW_EXPERIMENT, tune_mix
-from synthmix.tune.storage import FINISHED, WAIT_SECONDS, create_study, open_storage
+from synthmix.runs import tracking
+from synthmix.stages.tune import MLFLOW_EXPERIMENT, tune_mix
+from synthmix.train.tune import storage as tune_storage
+from synthmix.train.tune.data import study_name, tuning_sets
+from synthmix.train.tune.space import TrialSeededTPESampler, suggest_hyperparameters
+from synthmix.train.tune.storage import FINISHED, WAIT_SECONDS, create_study, open_storage
 
 CLASSES = ("a", "b", "c")
 
@@ -140,10 +141,10 @@ def test_a_study_sees_only_the_mix_training_set_logs_nested_runs_and_writes_best
     Path("prepared/test.csv").write_text("garbage, not a manifest\n")
     for row in test_rows:
         row.path.unlink()
-    import synthmix.images
+    import synthmix.data.images
 
     loaded: list[str] = []
-    real_load = synthmix.images.load_images
+    real_load = synthmix.data.images.load_images
 
     def recording_load(paths, labels, sha256s, size, cache_dir):
         loaded.extend(sha256s)
@@ -412,22 +413,23 @@ def shared_storage(request, project) -> str:
 WORKER = """
 import sys
 
-import synthmix.fit
-from synthmix import cli, tracking
+import synthmix.train.fit
+from synthmix import cli
+from synthmix.runs import tracking
 
 handshake, sys.stdout = sys.stdout, sys.stderr
-train = synthmix.fit.fit
+train = synthmix.train.fit.fit
 
 
 def train_on_go(*args, **kwargs):
-    synthmix.fit.fit = train  # only the first trial waits
+    synthmix.train.fit.fit = train  # only the first trial waits
     print("trial running", file=handshake, flush=True)
     if sys.stdin.readline() != "go\\n":
         raise SystemExit("the test stopped this worker")
     return train(*args, **kwargs)
 
 
-synthmix.fit.fit = train_on_go
+synthmix.train.fit.fit = train_on_go
 sys.exit(cli.run(sys.argv[1:]))
 """
 

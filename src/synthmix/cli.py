@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 from typer._click import exceptions as typer_click_exceptions
 
-from synthmix.config import Params, load_params
-from synthmix.errors import UserError, full_disk_error
+from synthmix.config.params import Params, load_params
+from synthmix.core.errors import UserError, full_disk_error
 
 app = typer.Typer(
     name="synthmix",
@@ -64,7 +64,7 @@ def data_default(
     dvc: bool = typer.Option(True, help="Track the folder with DVC (dvc add) afterwards."),
 ) -> None:
     """Write the embedded default data (scikit-learn's handwritten digits) as one folder per class."""
-    from synthmix.data_import import write_default_data
+    from synthmix.data.importing import write_default_data
 
     params = _params(params_file)
     target = params.data.dir
@@ -87,10 +87,10 @@ def data_import(
     dvc: bool = typer.Option(True, help="Track the imported set with DVC (dvc add) afterwards."),
 ) -> None:
     """Validate your own images and make them the real set (copied into data.dir, tracked by DVC)."""
-    from synthmix.data_import import import_tree
+    from synthmix.data.importing import import_tree
 
     params = _params(params_file)
-    from synthmix.split import SplitSizes, capacity_warnings
+    from synthmix.data.split import SplitSizes, capacity_warnings
 
     cfg = params.data
     records, rejected = import_tree(source, cfg.dir, report)
@@ -121,28 +121,11 @@ def _class_counts_line(counts: dict[str, int]) -> str:
 @app.command()
 def prepare(params_file: Path = PARAMS_OPTION) -> None:
     """Validate the real set and write the seeded train/test split manifests."""
-    from synthmix.split import SplitSizes, prepare_split, read_split_summary
+    from synthmix.stages.prepare import describe, prepare_stage
 
     params = _params(params_file)
-    cfg = params.data
-    sizes = SplitSizes(cfg.train_per_class, cfg.test_per_class, cfg.extra_per_class, cfg.pool_per_class)
-    rows, rejected = prepare_split(
-        cfg.dir, cfg.prepared_dir, sizes, cfg.seed, cfg.drop_small_classes, cfg.near_duplicate_distance
-    )
-    classes = len({r.label for r in rows})
-    console.print(
-        f"Split {classes} classes into {cfg.train_per_class} train / {cfg.test_per_class} test images each "
-        f"(+ up to {cfg.extra_per_class} extra real, {cfg.pool_per_class} for the generator's pool) "
-        f"-> {cfg.prepared_dir}/train.csv, test.csv, extra.csv, pool.csv, split.json."
-    )
-    summary = read_split_summary(cfg.prepared_dir)
-    for mix in params.study.mixes:
-        reason = summary.extra_shortfall(mix.real - cfg.train_per_class)
-        if reason:
-            console.print(f"[yellow]Mix {mix} will be skipped: {reason}")
-    console.print(summary.generator_note())
-    if rejected:
-        console.print(f"[yellow]Left out {len(rejected)} files; see {cfg.prepared_dir}/rejected.csv.")
+    for line in describe(prepare_stage(params.data, params.study.mixes), params.data):
+        console.print(line)
 
 
 @app.command("generate")
@@ -158,10 +141,10 @@ def generate_command(
     Resumable: a rerun keeps finished images made with the same settings. Scale out with
     `accelerate launch -m synthmix generate`; the set equals the single-process one.
     """
-    from synthmix.generate.stage import generate_synthetic
+    from synthmix.stages.generate import generate_stage
 
     params = _params(params_file)
-    for summary in generate_synthetic(params, generator):
+    for summary in generate_stage(params, generator):
         if not summary.is_main_process:
             continue
         cfg = params.generate.single(summary.name)
@@ -214,15 +197,15 @@ def tune_command(
     Run the same command in several processes (or machines, with a shared --storage) to split the
     trials between them; rerun it to continue an interrupted study.
     """
-    from synthmix.hparams import ensure_best_params_file
-    from synthmix.tune.stage import run_tuning
+    from synthmix.config.hparams import ensure_best_params_file
+    from synthmix.stages.tune import tune_stage
 
     params = _params(params_file)
     if if_enabled and not params.tune.enabled:
         ensure_best_params_file(params.tune.best_params_file)
         console.print("tune.enabled is false in params.yaml: nothing tuned.")
         return
-    for result in run_tuning(params, model or (), mix or (), trials=trials, storage=storage):
+    for result in tune_stage(params, model or (), mix or (), trials=trials, storage=storage):
         hp = result.hyperparameters
         console.print(
             f"{result.model} {result.mix}: best validation loss {result.value:.4f} over "
@@ -245,9 +228,9 @@ def train_command(
     seed: int | None = typer.Option(None, "--seed", help="One seed (default: every seed in study.seeds)."),
 ) -> None:
     """Train, evaluate and log to MLflow every (model, mix, seed) run; finished runs are skipped."""
-    from synthmix.config import check_model
-    from synthmix.mixes import Mix
-    from synthmix.train import train_stage
+    from synthmix.config.params import check_model
+    from synthmix.data.mixes import Mix
+    from synthmix.stages.train import train_stage
 
     params = _params(params_file)
     models = None if model in (None, "all") else (check_model(model),)  # all: study.models
@@ -266,7 +249,7 @@ def quality_command(params_file: Path = PARAMS_OPTION) -> None:
     Writes quality/ (filters.csv: what a @filtered mix leaves out; quality.json; nearest.csv) and
     quality_metrics.json, and logs them to MLflow.
     """
-    from synthmix.quality_stage import describe, quality_stage
+    from synthmix.stages.quality import describe, quality_stage
 
     params = _params(params_file)
     for line in describe(quality_stage(params), params):
@@ -281,9 +264,9 @@ def report_command(
     ),
 ) -> None:
     """Write reports/: summary table with CIs and paired tests, the study's figures, findings, report.html."""
-    from synthmix.report import write_report
+    from synthmix.stages.report import report_stage
 
-    result = write_report(_params(params_file), log_to_mlflow=mlflow)
+    result = report_stage(_params(params_file), log_to_mlflow=mlflow)
     for sentence in result.findings:
         console.print(f"- {sentence}", highlight=False, soft_wrap=True)
     console.print(
@@ -305,9 +288,9 @@ def review_command(
 
     Decisions are saved to vetting/decisions.csv as you make them (commit it); stop with Ctrl-C.
     """
-    from synthmix.review.server import open_server, serve_until_stopped
+    from synthmix.stages.review import review_stage, serve_until_stopped
 
-    server = open_server(_params(params_file), host, port)
+    server = review_stage(_params(params_file), host, port)
     console.print(
         f"Review the synthetic images at {server.url} (decisions go to {server.decisions_path}); "
         "press Ctrl-C to stop.",

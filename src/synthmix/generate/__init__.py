@@ -5,7 +5,7 @@
 - `ddpm`, `text2image`: the two generators' model code.
 - `sources`: both generators behind one interface, and `SOURCES`, the registry naming them.
 - `samples`: the real-vs-synthetic sample grids in samples/.
-- `stage`: `generate_synthetic(params)`, planning, sharding, resuming and MLflow logging.
+- `stage`: `generate_stage(params)`, planning, sharding, resuming and MLflow logging.
 
 Imports run `stage -> sources -> ddpm, text2image` and `stage -> samples -> manifest`, never back.
 This file imports nothing, so importing `synthmix.generate.manifest` stays cheap.

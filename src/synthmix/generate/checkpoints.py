@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synthmix.errors import one_line
-from synthmix.files import atomic_path
+from synthmix.core.errors import one_line
+from synthmix.core.files import atomic_path
 
 if TYPE_CHECKING:
     import torch

@@ -21,17 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from synthmix.config import to_dict
-from synthmix.errors import one_line
-from synthmix.files import sha256_json
+from synthmix.config.params import to_dict
+from synthmix.core.errors import one_line
+from synthmix.core.files import sha256_json
+from synthmix.core.progress import progress
 from synthmix.generate import checkpoints
-from synthmix.progress import progress
 
 if TYPE_CHECKING:
     import torch
     from diffusers import UNet2DModel
 
-    from synthmix.config import DDPMConfig
+    from synthmix.config.params import DDPMConfig
 
 MODEL_ID = "synthmix-ddpm"
 FINAL_DIR = checkpoints.FINAL_DIR

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from synthmix.config import to_dict
-from synthmix.files import atomic_path, sha256_json
+from synthmix.config.params import to_dict
+from synthmix.core.files import atomic_path, sha256_json
+from synthmix.core.progress import progress
 from synthmix.generate import checkpoints
-from synthmix.progress import progress
 
 if TYPE_CHECKING:
-    from synthmix.config import LoRAConfig, Text2ImageConfig
+    from synthmix.config.params import LoRAConfig, Text2ImageConfig
 
 ADAPTER_FILE = "lora.safetensors"
 CHECKPOINT_PARTS = ("lora", "optimizer")

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, PngImagePlugin
 
-from synthmix.errors import UserError, one_line
-from synthmix.files import atomic_path, write_csv
+from synthmix.core.errors import UserError, one_line
+from synthmix.core.files import atomic_path, write_csv
 
 if TYPE_CHECKING:
     import numpy as np

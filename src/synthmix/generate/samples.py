@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
-from synthmix.data import load_rgb
-from synthmix.files import atomic_path
+from synthmix.core.files import atomic_path
+from synthmix.data.real import load_rgb
 from synthmix.generate.manifest import usable
 
 if TYPE_CHECKING:
-    from synthmix.data import SplitRow
+    from synthmix.data.real import SplitRow
     from synthmix.generate.manifest import SyntheticRow
 
 GRID_COLUMNS = 8  # images per row in samples/<class>.png

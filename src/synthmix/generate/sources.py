@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image
 
-from synthmix.config import to_dict
-from synthmix.data import decode_array, load_rgb
+from synthmix.config.params import to_dict
+from synthmix.data.real import decode_array, load_rgb
 from synthmix.generate import ddpm, text2image
 from synthmix.generate.manifest import SyntheticRow
 
 if TYPE_CHECKING:
-    from synthmix.config import DDPMConfig, GenerateConfig, Text2ImageConfig
-    from synthmix.data import SplitRow
+    from synthmix.config.params import DDPMConfig, GenerateConfig, Text2ImageConfig
+    from synthmix.data.real import SplitRow
 
 LogMetric = Callable[[str, float, int | None], None]  # log_metric(name, value, step)
 

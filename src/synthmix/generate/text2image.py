@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from synthmix.errors import UserError
+from synthmix.core.errors import UserError
 
 if TYPE_CHECKING:
-    from synthmix.config import Text2ImageConfig
+    from synthmix.config.params import Text2ImageConfig
 
 
 def label_to_words(label: str) -> str:
@@ -97,7 +97,7 @@ def model_hash(cfg: Text2ImageConfig) -> str:
 def _folder_hash(folder: str) -> str:
     import hashlib
 
-    from synthmix.files import sha256_file
+    from synthmix.core.files import sha256_file
 
     root = Path(folder)
     digest = hashlib.sha256()

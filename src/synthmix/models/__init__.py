@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthmix.config import TrainConfig
-from synthmix.errors import UserError
+from synthmix.config.params import TrainConfig
+from synthmix.core.errors import UserError
 from synthmix.models.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthmix.errors import UserError
+from synthmix.core.errors import UserError
 from synthmix.models.layers import FrozenBackboneClassifier, PixelScaling, linear_head
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,7 +65,7 @@ def _file_identity(path: Path) -> tuple[str, int, int]:
 # (keyed by path, size and mtime, so a replaced file is read again).
 @functools.lru_cache(maxsize=8)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    from synthmix.files import sha256_file
+    from synthmix.core.files import sha256_file
 
     return sha256_file(Path(path))
 

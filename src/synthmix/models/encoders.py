@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthmix.errors import UserError
+from synthmix.core.errors import UserError
 from synthmix.models.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,

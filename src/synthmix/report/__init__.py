@@ -23,9 +23,6 @@ them) -> quality_gain (a class's synthetic-image quality against its gain in F1)
 synthetic-data section: quality tables, filter drops, vetted mixes that came up short) ->
 exchange (what synthetic images are worth in real ones) and synthetic_figures (closest synthetic-to-real
 pairs, dropped examples) -> study_figures (cells turned into figures) -> headline (the first figure, its CSV, the sentences at the top) -> document (Markdown and
-HTML from templates/) -> stage (write_report: orchestration, MLflow).
+HTML from templates/). The stage that runs them, reads runs/ and logs to MLflow is
+synthmix.stages.report (report_stage).
 """
-
-from synthmix.report.stage import ReportResult, write_report
-
-__all__ = ["ReportResult", "write_report"]

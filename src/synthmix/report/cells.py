@@ -11,12 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthmix.config import Params
-from synthmix.errors import UserError
-from synthmix.evaluate import FINAL_METRICS
-from synthmix.mixes import Mix
+from synthmix.config.params import Params
+from synthmix.core.errors import UserError
+from synthmix.data.mixes import Mix
 from synthmix.report import stats
-from synthmix.rundir import SOURCES, Run
+from synthmix.runs.evaluate import FINAL_METRICS
+from synthmix.runs.rundir import SOURCES, Run
 
 
 @dataclass(frozen=True)

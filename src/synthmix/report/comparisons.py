@@ -27,14 +27,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from synthmix.config import ReportConfig
-from synthmix.errors import UserError
-from synthmix.evaluate import FINAL_METRICS
-from synthmix.mixes import Mix
-from synthmix.progress import progress
+from synthmix.config.params import ReportConfig
+from synthmix.core.errors import UserError
+from synthmix.core.progress import progress
+from synthmix.data.mixes import Mix
 from synthmix.report import controls, stats
 from synthmix.report.cells import Cell, Intervals
-from synthmix.rundir import Predictions, Run
+from synthmix.runs.evaluate import FINAL_METRICS
+from synthmix.runs.rundir import Predictions, Run
 
 # Known only per run (not per test image): compared over seeds with a paired t-test.
 PER_RUN_METRICS = tuple(m for m in FINAL_METRICS if m not in stats.CLASSIFICATION_METRICS)

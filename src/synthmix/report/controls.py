@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from synthmix.mixes import Mix
+from synthmix.data.mixes import Mix
 
 
 @dataclass(frozen=True)

@@ -33,14 +33,14 @@ from itertools import pairwise
 import numpy as np
 from scipy import sparse
 
-from synthmix.config import ReportConfig
-from synthmix.mixes import Mix
+from synthmix.config.params import ReportConfig
+from synthmix.data.mixes import Mix
 from synthmix.report import controls, stats
 from synthmix.report.cells import Cell, figure_source
 from synthmix.report.comparisons import Results
 from synthmix.report.tables import Section, Table
 from synthmix.report.wording import METRIC_LABELS, model_names
-from synthmix.rundir import Predictions, Run
+from synthmix.runs.rundir import Predictions, Run
 
 MAX_SAMPLES = 2000  # bootstrap resamples at most: every resample re-scores every run
 ESTIMATED, ABOVE, BELOW, TOO_FEW, NOT_INCREASING, NO_REPLICATES = (

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from synthmix.config import Params
+from synthmix.config.params import Params
 from synthmix.generate.manifest import SyntheticRow, read_synthetic_manifest
 from synthmix.generate.manifest import provenance as row_provenance
 from synthmix.report.cells import Cell, StudyRuns
@@ -89,7 +89,7 @@ def augmentation_policy(cells: Sequence[Cell]) -> str:
 def provenance(params: Params, runs: StudyRuns, generator_note: str | None = None) -> list[str]:
     """What produced the report: generator (and which real images it learned from, from
     prepared/split.json when there is one), weights, seeds, code and data versions, runs read."""
-    from synthmix.tracking import dvc_file_hash, git_commit
+    from synthmix.runs.tracking import dvc_file_hash, git_commit
 
     selected = runs.selected
     weights = sorted({f"{model_name(r.model, selected)}: {r.weights}" for r in selected})
@@ -113,7 +113,7 @@ def provenance(params: Params, runs: StudyRuns, generator_note: str | None = Non
 def generator_lines(manifest: Path, name: str = "", generators: int = 1) -> list[str]:
     """Which generator made the synthetic set `name`, from its manifest (synthetic/manifest.csv for the
     first generator, synthetic/@<name>/manifest.csv for another)."""
-    from synthmix.tracking import file_hash
+    from synthmix.runs.tracking import file_hash
 
     if not manifest.exists():
         return [f"No synthetic set ({manifest} is missing): only mixes without its images could run."]

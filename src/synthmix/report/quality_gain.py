@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from synthmix.config import Params
-from synthmix.mixes import Mix
+from synthmix.config.params import Params
+from synthmix.data.mixes import Mix
 from synthmix.quality import BootstrapInterval, Quality, RankCorrelation, rank_correlation
-from synthmix.quality_files import QualitySummary
+from synthmix.quality.files import QualitySummary
 from synthmix.report import controls
 from synthmix.report.cells import figure_source
 from synthmix.report.comparisons import Results

@@ -15,19 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from synthmix import rundir
-from synthmix.config import Params, ReportConfig
-from synthmix.errors import UserError
-from synthmix.evaluate import FINAL_METRICS
+from synthmix.config.params import Params, ReportConfig
+from synthmix.core.errors import UserError
+from synthmix.core.progress import progress
+from synthmix.data.mixes import Mix
 from synthmix.generate.manifest import read_synthetic_manifest, usable
-from synthmix.mixes import Mix
-from synthmix.progress import progress
 from synthmix.report import controls, figures
 from synthmix.report.cells import Cell, figure_source
 from synthmix.report.comparisons import Results
 from synthmix.report.figures import FigureRef
 from synthmix.report.stats import Difference
 from synthmix.report.wording import METRIC_LABELS, model_names, signed
+from synthmix.runs import rundir
+from synthmix.runs.evaluate import FINAL_METRICS
 
 # One class's F1 change from the baseline to the compared mix.
 ClassChange = tuple[str, Difference]
@@ -257,7 +257,7 @@ def confusion_counts(cell: Cell) -> np.ndarray:
 def read_training_images(params: Params) -> TrainingImages:
     """Real training images (prepared/train.csv) and synthetic ones (synthetic/manifest.csv) per class;
     empty when either file is missing (the sample figures are then left out)."""
-    from synthmix.data import read_manifest
+    from synthmix.data.real import read_manifest
 
     train_csv = params.data.prepared_dir / "train.csv"
     manifest = params.generate.manifest_path()  # the first generator's images
@@ -278,7 +278,7 @@ def load_samples(
     classes: Sequence[str], images: TrainingImages, per_row: int
 ) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
     """The first `per_row` real and synthetic images of each class, decoded."""
-    from synthmix.data import decode_array
+    from synthmix.data.real import decode_array
 
     def decode(path: Path) -> np.ndarray:
         try:

@@ -18,16 +18,16 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from synthmix.config import Params
-from synthmix.mixes import Mix
+from synthmix.config.params import Params
+from synthmix.data.mixes import Mix
+from synthmix.data.vetting import ALWAYS_LEFT_OUT, FilterRow, read_filter_rows
 from synthmix.quality import BootstrapInterval, Quality
-from synthmix.quality_files import QUALITY_NAME, FilterStatus, GeneratorQuality, QualitySummary, read_quality
+from synthmix.quality.files import QUALITY_NAME, FilterStatus, GeneratorQuality, QualitySummary, read_quality
 from synthmix.report.cells import Cell, report_mixes
 from synthmix.report.comparisons import Results
 from synthmix.report.quality_gain import gain_sentences, gain_table, quality_gains
 from synthmix.report.tables import Section, Table
 from synthmix.report.wording import finite, model_names, value_text
-from synthmix.vetting import ALWAYS_LEFT_OUT, FilterRow, read_filter_rows
 
 TITLE = "Synthetic images"
 ALL_CLASSES = "all classes"

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from synthmix.data import decode_array
-from synthmix.quality_files import GeneratorQuality
+from synthmix.data.real import decode_array
+from synthmix.data.vetting import FilterRow
+from synthmix.quality.files import GeneratorQuality
 from synthmix.report.figures import DPI, FigureRef
 from synthmix.report.synthetic import SyntheticInputs
 from synthmix.report.wording import finite, value_text
-from synthmix.vetting import FilterRow
 
 EXAMPLES_PER_FILTER = 4  # dropped images shown per filter
 PAIRS_PER_ROW = 4  # closest synthetic-to-real pairs side by side in one row of their figure

@@ -11,17 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthmix.evaluate import FINAL_METRICS
 from synthmix.report.cells import Cell, Intervals
 from synthmix.report.comparisons import Comparison, Results
-from synthmix.report.wording import (
-    METRIC_LABELS,
-    POWER,
-    change_text,
-    detectable,
-    interval_text,
-    model_names,
-)
+from synthmix.report.wording import METRIC_LABELS, POWER, change_text, detectable, interval_text, model_names
+from synthmix.runs.evaluate import FINAL_METRICS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from synthmix.report import controls, stats
 from synthmix.report.cells import Cell, StudyRuns
 from synthmix.report.comparisons import Comparison, Results
-from synthmix.rundir import SOURCES, Run
+from synthmix.runs.rundir import SOURCES, Run
 
 METRIC_LABELS = {
     "accuracy": "accuracy",

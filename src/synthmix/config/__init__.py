@@ -1,0 +1,1 @@
+"""params.yaml as typed, validated settings: one section object per group, parsed once at the edge."""

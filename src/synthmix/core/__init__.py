@@ -1,0 +1,1 @@
+"""What every package uses: the user-error type, atomic file writes and hashes, CSV tables, progress bars."""

@@ -1,0 +1,1 @@
+"""The real image set and the images a mix trains on."""

@@ -1,0 +1,1 @@
+"""Training a classifier on a mix."""
