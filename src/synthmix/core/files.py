@@ -16,10 +16,12 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from synthmix.core.errors import UserError
 
 
 class atomic_path:
@@ -102,6 +104,23 @@ def write_csv(header: Sequence[str], rows: Iterable[Sequence[object]], path: Pat
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def read_csv(
+    path: Path, fields: Sequence[str], missing: str | None, not_ours: Callable[[list[str] | None], str]
+) -> list[dict[str, str]]:
+    """The rows of a CSV file that synthmix wrote with header `fields`, as dicts. A UserError with
+    `missing` when the file is not there (no rows when `missing` is None), or with `not_ours(columns)`
+    when its header is another: each message says which file it is and how to make it again."""
+    if not path.exists():
+        if missing is None:
+            return []
+        raise UserError(missing)
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != tuple(fields):
+            raise UserError(not_ours(reader.fieldnames))
+        return list(reader)
 
 
 def _finite(obj: object) -> object:

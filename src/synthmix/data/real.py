@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from synthmix.core.errors import UserError
-from synthmix.core.files import atomic_path, sha256_file
+from synthmix.core.files import atomic_path, read_csv, sha256_file
 from synthmix.core.progress import progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -237,19 +237,15 @@ def write_manifest(rows: Sequence[SplitRow], path: Path) -> None:
 
 
 def read_manifest(path: Path) -> list[SplitRow]:
-    if not path.exists():
-        raise UserError(
-            f"Split manifest {path} is missing. Run `synthmix prepare` (or `dvc repro prepare`) first."
-        )
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
-            raise UserError(
-                f"{path} is not a synthmix split manifest (columns {reader.fieldnames}); rerun `synthmix prepare`."
-            )
-        return [
-            SplitRow(Path(r["path"]), r["class"], r["sha256"], r["split"], int(r["rank"])) for r in reader
-        ]
+    rows = read_csv(
+        path,
+        MANIFEST_FIELDS,
+        f"Split manifest {path} is missing. Run `synthmix prepare` (or `dvc repro prepare`) first.",
+        lambda columns: (
+            f"{path} is not a synthmix split manifest (columns {columns}); rerun `synthmix prepare`."
+        ),
+    )
+    return [SplitRow(Path(r["path"]), r["class"], r["sha256"], r["split"], int(r["rank"])) for r in rows]
 
 
 # --- the embedded default data and importing a user's own ----------------------------------------

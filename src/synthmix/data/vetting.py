@@ -12,7 +12,6 @@ reviewers saving at once both land and a reader never sees half a file.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from synthmix.core.errors import UserError
-from synthmix.core.files import locked, write_csv
+from synthmix.core.files import locked, read_csv, write_csv
 
 if TYPE_CHECKING:
     from synthmix.data.mixes import Mix
@@ -61,16 +60,15 @@ def now() -> str:
 
 def read_decisions(path: Path = DECISIONS_PATH) -> list[Decision]:
     """Every decision in the file; none when it does not exist yet."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != DECISIONS_FIELDS:
-            raise UserError(
-                f"{path} is not a synthmix decisions file (columns {reader.fieldnames}, expected "
-                f"{', '.join(DECISIONS_FIELDS)}). Restore it from git (`git checkout {path}`) or move it away."
-            )
-        rows = list(reader)
+    rows = read_csv(
+        path,
+        DECISIONS_FIELDS,
+        None,
+        lambda columns: (
+            f"{path} is not a synthmix decisions file (columns {columns}, expected "
+            f"{', '.join(DECISIONS_FIELDS)}). Restore it from git (`git checkout {path}`) or move it away."
+        ),
+    )
     try:
         return [
             Decision(r["generator"], Path(r["path"]), r["sha256"], verdict(r["decision"]), r["decided_at"])
@@ -189,33 +187,31 @@ def write_filter_rows(rows: Iterable[FilterRow], path: Path) -> None:
 
 def read_filter_rows(path: Path) -> list[FilterRow]:
     """quality/filters.csv; a UserError saying how to make it when it is missing or not one."""
-    if not path.exists():
-        raise UserError(
-            f"{path} does not exist: a @filtered or @vetted mix needs the quality stage's verdicts. Run "
-            "`synthmix quality` (or `dvc repro`) first."
+    rows = read_csv(
+        path,
+        FILTER_FIELDS,
+        f"{path} does not exist: a @filtered or @vetted mix needs the quality stage's verdicts. Run "
+        "`synthmix quality` (or `dvc repro`) first.",
+        lambda columns: (
+            f"{path} is not a synthmix filters file (columns {columns}). Delete it and rerun "
+            "`synthmix quality`."
+        ),
+    )
+    return [
+        FilterRow(
+            r["generator"],
+            r["label"],
+            int(r["index"]),
+            Path(r["path"]),
+            r["sha256"],
+            tuple(n for n in r["rejected_by"].split(";") if n),
+            float(r["pixel_std"]),
+            r["predicted"],
+            float(r["confidence"]),
+            float(r["clip_score"]) if r["clip_score"] else None,
         )
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != FILTER_FIELDS:
-            raise UserError(
-                f"{path} is not a synthmix filters file (columns {reader.fieldnames}). Delete it and rerun "
-                "`synthmix quality`."
-            )
-        return [
-            FilterRow(
-                r["generator"],
-                r["label"],
-                int(r["index"]),
-                Path(r["path"]),
-                r["sha256"],
-                tuple(n for n in r["rejected_by"].split(";") if n),
-                float(r["pixel_std"]),
-                r["predicted"],
-                float(r["confidence"]),
-                float(r["clip_score"]) if r["clip_score"] else None,
-            )
-            for r in reader
-        ]
+        for r in rows
+    ]
 
 
 def left_out(

@@ -12,7 +12,6 @@ all black) or it is a near-copy of a test image (`near_test_path`): mixes skip r
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shutil
@@ -24,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, PngImagePlugin
 
-from synthmix.core.errors import UserError, one_line
-from synthmix.core.files import atomic_path, write_csv
+from synthmix.core.errors import one_line
+from synthmix.core.files import atomic_path, read_csv, write_csv
 
 if TYPE_CHECKING:
     import numpy as np
@@ -238,43 +237,40 @@ def write_synthetic_manifest(rows: Sequence[SyntheticRow], path: Path) -> None:
 
 
 def read_synthetic_manifest(path: Path) -> list[SyntheticRow]:
-    if not path.exists():
-        raise UserError(
-            f"Synthetic manifest {path} is missing. Run `synthmix generate` (or `dvc repro generate`) "
-            "first, or use a mix with 0 synthetic images (e.g. 30r0s)."
+    rows = read_csv(
+        path,
+        SYNTHETIC_MANIFEST_FIELDS,
+        f"Synthetic manifest {path} is missing. Run `synthmix generate` (or `dvc repro generate`) "
+        "first, or use a mix with 0 synthetic images (e.g. 30r0s).",
+        lambda columns: (
+            f"{path} is not a synthmix synthetic manifest (columns {columns}); rerun `synthmix generate`."
+        ),
+    )
+    return [
+        SyntheticRow(
+            Path(r["path"]),
+            r["class"],
+            int(r["index"]),
+            int(r["seed"]),
+            r["generator"],
+            r["model_id"],
+            r["revision"],
+            r["prompt"],
+            int(r["steps"]),
+            float(r["guidance"]),
+            int(r["retries"]),
+            r["sha256"],
+            r["blocked"] == "true",
+            Path(r["source_path"]) if r["source_path"] else None,
+            Path(r["near_test_path"]) if r["near_test_path"] else None,
+            int(r["near_test_distance"]) if r["near_test_distance"] else None,
+            r["learned_from"],
+            r["negative_prompt"],
+            float(r["strength"]) if r["strength"] else None,
+            r["model_hash"],
         )
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != SYNTHETIC_MANIFEST_FIELDS:
-            raise UserError(
-                f"{path} is not a synthmix synthetic manifest (columns {reader.fieldnames}); rerun "
-                "`synthmix generate`."
-            )
-        return [
-            SyntheticRow(
-                Path(r["path"]),
-                r["class"],
-                int(r["index"]),
-                int(r["seed"]),
-                r["generator"],
-                r["model_id"],
-                r["revision"],
-                r["prompt"],
-                int(r["steps"]),
-                float(r["guidance"]),
-                int(r["retries"]),
-                r["sha256"],
-                r["blocked"] == "true",
-                Path(r["source_path"]) if r["source_path"] else None,
-                Path(r["near_test_path"]) if r["near_test_path"] else None,
-                int(r["near_test_distance"]) if r["near_test_distance"] else None,
-                r["learned_from"],
-                r["negative_prompt"],
-                float(r["strength"]) if r["strength"] else None,
-                r["model_hash"],
-            )
-            for r in reader
-        ]
+        for r in rows
+    ]
 
 
 def _text(value: Path | int | float | None) -> str:

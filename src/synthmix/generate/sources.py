@@ -72,11 +72,21 @@ class ImageSource(Protocol):
         ...
 
 
-# (generate config, training rows, ordered class names, accelerate state, log_metric, source_ranks)
-# -> source; source_ranks: image-to-image starts only from real training ranks below it
-SourceFactory = Callable[
-    ["GenerateConfig", Sequence["SplitRow"], Sequence[str], Any, LogMetric, int], ImageSource
-]
+@dataclass(frozen=True)
+class SourceRequest:
+    """What opening any generator takes: its settings, the real rows it may learn from or start from,
+    the ordered class names, accelerate's state, where to log its training loss, and source_ranks
+    (image-to-image starts only from real training ranks below it)."""
+
+    cfg: GenerateConfig
+    rows: Sequence[SplitRow]
+    classes: Sequence[str]
+    state: Any
+    log_metric: LogMetric
+    source_ranks: int
+
+
+SourceFactory = Callable[[SourceRequest], ImageSource]
 
 
 # --- the DDPM -------------------------------------------------------------------------------------
@@ -115,17 +125,11 @@ class DDPMSource:
         return None  # each image comes from the model, which learnt from every image it was given
 
 
-def open_ddpm(
-    cfg: GenerateConfig,
-    train_rows: Sequence[SplitRow],
-    classes: Sequence[str],
-    state: Any,
-    log_metric: LogMetric,
-    source_ranks: int,
-) -> DDPMSource:
+def open_ddpm(request: SourceRequest) -> DDPMSource:
     """Train the DDPM on every image of `train_rows` (the generator's pool when the data has one, else
     the training split) on the main process (the others wait), then load it everywhere.
     `source_ranks` is for image-to-image only: the DDPM learns from all the rows it is given."""
+    cfg, train_rows, classes, state = request.cfg, request.rows, request.classes, request.state
     class_ids = {label: i for i, label in enumerate(classes)}
     ordered = sorted(train_rows, key=lambda r: (r.label, r.rank))
     fingerprint = ddpm.model_fingerprint(cfg.ddpm, classes, [r.sha256 for r in ordered], cfg.seed)
@@ -139,7 +143,7 @@ def open_ddpm(
             len(classes),
             cfg.seed,
             fingerprint,
-            log_loss=lambda loss, step: log_metric("ddpm_loss", loss, step),
+            log_loss=lambda loss, step: request.log_metric("ddpm_loss", loss, step),
         )
     state.wait_for_everyone()
     model = ddpm.load_trained(cfg.ddpm.checkpoint_dir / ddpm.FINAL_DIR, state.device)
@@ -214,19 +218,13 @@ class Text2ImageSource:
         return reals[key.index % len(reals)].path
 
 
-def open_text2image(
-    cfg: GenerateConfig,
-    train_rows: Sequence[SplitRow],
-    classes: Sequence[str],
-    state: Any,
-    log_metric: LogMetric,
-    source_ranks: int,
-) -> Text2ImageSource:
+def open_text2image(request: SourceRequest) -> Text2ImageSource:
     """Load the pipeline on every process; remember each class's real training rows of rank below
     `source_ranks`, which image mode starts from."""
+    cfg, train_rows, classes, state = request.cfg, request.rows, request.classes, request.state
     sources: dict[str, list[SplitRow]] = {}
     for row in sorted(train_rows, key=lambda r: (r.label, r.rank)):
-        if row.rank < source_ranks:
+        if row.rank < request.source_ranks:
             sources.setdefault(row.label, []).append(row)
     pipe = text2image.load_pipeline(cfg.text2image, state.device)
     class_prompts = text2image.read_class_prompts(cfg.text2image, classes)
@@ -235,17 +233,11 @@ def open_text2image(
     )
 
 
-def open_lora(
-    cfg: GenerateConfig,
-    learn_rows: Sequence[SplitRow],
-    classes: Sequence[str],
-    state: Any,
-    log_metric: LogMetric,
-    source_ranks: int,
-) -> Text2ImageSource:
+def open_lora(request: SourceRequest) -> Text2ImageSource:
     """text2image's pipeline with LoRA adapters fine-tuned on `learn_rows` (the generator's pool when
     the data has one, else the training split), each image captioned with its class's first prompt;
     the main process fine-tunes (the others wait), then every process loads the adapter."""
+    cfg, learn_rows, classes, state = request.cfg, request.rows, request.classes, request.state
     from synthmix.generate import lora
 
     t2i = cfg.text2image.model_copy(update={"mode": "text"})
@@ -258,7 +250,7 @@ def open_lora(
     fingerprint = lora.lora_fingerprint(cfg.lora, t2i, base_hash, hashes, captions, cfg.seed)
     if state.is_main_process:
         images = np.stack([decode_array(r.path, size=t2i.size) for r in ordered])
-        log_loss = lambda loss, step: log_metric("lora_loss", loss, step)  # noqa: E731
+        log_loss = lambda loss, step: request.log_metric("lora_loss", loss, step)  # noqa: E731
         lora.finetune(pipe, cfg.lora, images, captions, cfg.seed, fingerprint, log_loss)
     state.wait_for_everyone()
     if not state.is_main_process:

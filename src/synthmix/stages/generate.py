@@ -47,7 +47,14 @@ from synthmix.generate.manifest import (
     write_synthetic_manifest,
 )
 from synthmix.generate.samples import write_sample_grids
-from synthmix.generate.sources import LEARNS_FROM_POOL, SOURCES, ImageKey, ImageSource, LogMetric
+from synthmix.generate.sources import (
+    LEARNS_FROM_POOL,
+    SOURCES,
+    ImageKey,
+    ImageSource,
+    LogMetric,
+    SourceRequest,
+)
 from synthmix.runs import tracking
 
 if TYPE_CHECKING:
@@ -180,7 +187,7 @@ def _generate_one(params: Params, cfg: GenerateConfig, real: _RealSplit) -> Gene
 
     with _mlflow_run(state.is_main_process, cfg) as log_metric:
         source: ImageSource = SOURCES[cfg.generator](
-            cfg, learn_rows, classes, state, log_metric, source_ranks(params)
+            SourceRequest(cfg, learn_rows, classes, state, log_metric, source_ranks(params))
         )
         digest = settings_digest(source.settings(), cfg.seed)
         chunks = plan_chunks(classes, total, source.chunk_size)
