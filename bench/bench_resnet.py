@@ -62,14 +62,14 @@ from synthmix.train.fit import fit, predict_logits
 MODEL = "resnet50"
 # (label, file the function is in, function, only when called from this function): cProfile rows.
 PROFILED = (
-    ("`load_images` (decode + resize, cold cache)", "synthmix/images.py", "load_images", None),
-    ("`precompute_features` (once)", "synthmix/features.py", "precompute_features", None),
+    ("`load_images` (decode + resize, cold cache)", "synthmix/data/images.py", "load_images", None),
+    ("`precompute_features` (once)", "synthmix/train/features.py", "precompute_features", None),
     ("- trunk built, weights file read (`_resnet50_backbone`)", "synthmix/models.py", "_resnet50_backbone", None),
     ("- backbone forward (`features`)", "synthmix/models.py", "features", None),
-    ("`fit` (every run)", "synthmix/fit.py", "fit", None),
+    ("`fit` (every run)", "synthmix/train/fit.py", "fit", None),
     ("- model built (`build_resnet50`)", "synthmix/models.py", "build_resnet50", "fit"),
-    ("- cached features read (`backbone_features`)", "synthmix/features.py", "backbone_features", "fit"),
-    ("- head trained and scored (`_train_loop`)", "synthmix/fit.py", "_train_loop", None),
+    ("- cached features read (`backbone_features`)", "synthmix/train/features.py", "backbone_features", "fit"),
+    ("- head trained and scored (`_train_loop`)", "synthmix/train/fit.py", "_train_loop", None),
 )  # fmt: skip
 
 

@@ -83,7 +83,7 @@ def test_params_yaml_sets_every_key_to_the_code_default():
         for key, value in flatten(to_dict(load_params(REPO_PARAMS))).items()
         if value != flatten(to_dict(Params()))[key]
     }
-    assert differing == {}, "params.yaml value != config.py default (yaml, code); make them equal"
+    assert differing == {}, "params.yaml value != config/params.py default (yaml, code); make them equal"
     assert load_params(REPO_PARAMS) == Params()
 
 

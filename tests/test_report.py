@@ -1,4 +1,4 @@
-"""The report stage on runs/ folders written by the real run writer (synthmix.rundir)."""
+"""The report stage on runs/ folders written by the real run writer (synthmix.runs.rundir)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def write_run(
     augmentation: str = "crop, rotation",
 ) -> Path:
     """A finished run folder written by rundir.write_run, as `synthmix train` leaves it, for the given
-    predictions (scored by synthmix.evaluate from logits that put the prediction first)."""
+    predictions (scored by synthmix.runs.evaluate from logits that put the prediction first)."""
     k = len(classes)
     true = np.repeat(np.arange(k), per_class)
     paths = [Path(f"data/{classes[c]}/{i:04d}.png") for c in range(k) for i in range(per_class)]

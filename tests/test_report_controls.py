@@ -1,7 +1,7 @@
 """The report on a study with controls: augmentation control, extra-real control, on-the-fly augmentation.
 
 Tiny studies (train_per_class 4: 4r0s the baseline, 4r4s, the augmentation control 4r4a and the
-extra-real control 8r0s) on run folders written by synthmix.rundir, as tests/test_report.py builds them.
+extra-real control 8r0s) on run folders written by synthmix.runs.rundir, as tests/test_report.py builds them.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def test_a_study_sees_only_the_mix_training_set_logs_nested_runs_and_writes_best
         loaded.extend(sha256s)
         return real_load(paths, labels, sha256s, size, cache_dir)
 
-    monkeypatch.setattr(synthmix.images, "load_images", recording_load)
+    monkeypatch.setattr(synthmix.data.images, "load_images", recording_load)
     result = tune_mix("cnn", Mix(8, 4), params, trials=4)
 
     assert result.finished_trials == 4 and result.trials_here == 4

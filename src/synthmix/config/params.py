@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
-from synthmix.config.generate import (  # re-exported: the generate.* sections live in generate_config
+from synthmix.config.generate import (  # re-exported: the generate.* sections live in config/generate.py
     GENERATORS as GENERATORS,
 )
 from synthmix.config.generate import DDPMConfig as DDPMConfig
@@ -23,7 +23,7 @@ from synthmix.config.generate import GeneratorSpec as GeneratorSpec
 from synthmix.config.generate import LoRAConfig as LoRAConfig
 from synthmix.config.generate import Text2ImageConfig as Text2ImageConfig
 from synthmix.config.messages import explain
-from synthmix.config.models import (  # re-exported: the train.<model> sections live in model_config
+from synthmix.config.models import (  # re-exported: the train.<model> sections live in config/models.py
     CLIPConfig,
     CNNConfig,
     DINOv2Config,
@@ -72,8 +72,8 @@ class DataConfig(Section):
     drop_small_classes: bool = False  # True: drop a class with too few images (warned), else fail
     # perceptual-hash bits (of 64) within which two images are copies: kept out of test, never trained on
     near_duplicate_distance: Annotated[int, Field(ge=0, le=64)] = NEAR_DUPLICATE_DISTANCE
-    extra_per_class: Count = 30  # real images a class past train_per_class, for e.g. 60r0s (split.py)
-    pool_per_class: Count = 60  # real images a class only the generator learns from (split.py)
+    extra_per_class: Count = 30  # real images a class past train_per_class, for e.g. 60r0s (data/split.py)
+    pool_per_class: Count = 60  # real images a class only the generator learns from (data/split.py)
 
 
 class AugmentConfig(Section):

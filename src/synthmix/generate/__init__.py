@@ -5,8 +5,9 @@
 - `ddpm`, `text2image`: the two generators' model code.
 - `sources`: both generators behind one interface, and `SOURCES`, the registry naming them.
 - `samples`: the real-vs-synthetic sample grids in samples/.
-- `stage`: `generate_stage(params)`, planning, sharding, resuming and MLflow logging.
+The stage itself, `generate_stage(params)` (planning, sharding, resuming and MLflow logging), is
+synthmix.stages.generate.
 
-Imports run `stage -> sources -> ddpm, text2image` and `stage -> samples -> manifest`, never back.
+Imports run `sources -> ddpm, text2image, lora -> checkpoints` and `samples -> manifest`, never back.
 This file imports nothing, so importing `synthmix.generate.manifest` stays cheap.
 """

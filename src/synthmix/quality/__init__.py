@@ -7,7 +7,14 @@
 - `resample`: percentile bootstrap intervals over two sets, and Spearman's rho with an interval.
 - `per_class`: all of the above per class and pooled, with intervals, tolerating small classes.
 
-No files, no torch: a stage computes the features and hands the arrays in.
+These are pure: no files, no torch; a stage computes the features and hands the arrays in. Beside
+them, importing none of them but `files`:
+
+- `files`: quality/quality.json, its one owner.
+- `filters/`: the automatic filters of synthetic images (the reference classifier, CLIP score, blanks).
+- `review/`: the local page where a person accepts or rejects synthetic images.
+
+The quality stage that runs them is synthmix.stages.quality.
 """
 
 from synthmix.quality.diversity import vendi

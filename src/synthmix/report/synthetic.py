@@ -2,7 +2,7 @@
 which vetted mixes came up short, and whether a class's quality goes with its gain in F1.
 
 Reads quality/quality.json and quality/filters.csv (the quality stage's files, owned by
-synthmix.quality_files and synthmix.vetting) and, for the figures, the images they name (paths relative
+synthmix.quality.files and synthmix.data.vetting) and, for the figures, the images they name (paths relative
 to the repo root, where the report runs). A study that never ran the quality stage has no quality.json:
 then there is no section and no figure. `read_inputs` reads, `synthetic_section` computes the tables and
 sentences (pure), `draw_synthetic_figures` draws.

@@ -1,7 +1,7 @@
 """Scoring a trained model on the real test split: logits in, scores out (scikit-learn's metrics).
 
-FINAL_METRICS names the metrics every run records; the run folder (rundir.py) and the sweep's
-summaries (summaries.py) write them.
+FINAL_METRICS names the metrics every run records; the run folder (runs/rundir.py) and the sweep's
+summaries (runs/summaries.py) write them.
 """
 
 from __future__ import annotations

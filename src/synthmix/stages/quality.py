@@ -2,8 +2,8 @@
 
 Reads the real training split (prepared/train.csv; the test split only for the memorisation check and
 never to choose anything) and every generator's synthetic manifest; writes into quality.out_dir:
-filters.csv (vetting.py's format: each image's filter verdicts, what a @filtered mix leaves out),
-quality.json (quality_files.py: per-class quality, the closest synthetic-to-real pairs, the feature
+filters.csv (data/vetting.py's format: each image's filter verdicts, what a @filtered mix leaves out),
+quality.json (quality/files.py: per-class quality, the closest synthetic-to-real pairs, the feature
 space, which filters ran), nearest.csv (each synthetic image's nearest real training and test image);
 and quality_metrics.json (the headline numbers, DVC's metrics file). Logs all of it to MLflow.
 """

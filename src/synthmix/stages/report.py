@@ -1,6 +1,6 @@
 """The report stage: read the finished runs, compute, write reports/ whole, log it to MLflow.
 
-Reads runs/ through synthmix.rundir, the real training split and the synthetic set (for the sample
+Reads runs/ through synthmix.runs.rundir, the real training split and the synthetic set (for the sample
 figures) and prepared/split.json (why a mix could not run, which images the generator learned from;
 the report says nothing of either when it is missing); writes summary.csv, summary.md, report.md,
 report.html, figures/*.png and figures/headline.csv into a staging folder that replaces reports/ only

@@ -8,11 +8,12 @@ as PostgreSQL to spread one study over many machines); every `synthmix tune` pro
 same storage and data joins the same study, and together they finish `tune.trials` trials, counted
 across all of them. A rerun continues the study, and trials left RUNNING by a dead worker are failed
 once their heartbeat is stale. The best hyperparameters go to tune.best_params_file (docs/layout.md),
-which training reads (hparams.tuned_hyperparameters) when train.use_tuned is true.
+which training reads (config.hparams.tuned_hyperparameters) when train.use_tuned is true.
 
 - `space`: the search space and the sampler.
 - `data`: the held-out real validation images, the mix's training set less them, and the study's name.
 - `storage`: the shared Optuna storage: open it, create or join a study, count and reclaim trials.
 - `objective`: one trial: train, report per epoch for pruning, log a nested MLflow run.
-- `stage`: the `synthmix tune` stage: a study per (model, mix), its MLflow parent run, best_params.yaml.
+The `synthmix tune` stage itself (a study per (model, mix), its MLflow parent run, best_params.yaml)
+is synthmix.stages.tune.
 """
