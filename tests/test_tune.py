@@ -248,7 +248,7 @@ def test_a_dead_workers_running_trial_is_waited_for_then_failed_and_replaced(pro
     params = load_params("params.yaml")
     sets = tuning_sets(params, Mix(8, 0))
     storage = open_storage(params.tune.storage, params.tune.heartbeat_seconds)
-    study = create_study(study_name("cnn", Mix(8, 0), params, sets), storage, params.tune)
+    study = create_study(study_name("cnn", Mix(8, 0), params.tune, params.train, sets), storage, params.tune)
     orphan = study.ask()  # another worker's trial, RUNNING, with a fresh heartbeat: it may still be alive
     storage.record_heartbeat(orphan._trial_id)
 
@@ -306,12 +306,13 @@ def test_a_fixed_sampler_seed_replays_the_study_and_workers_draw_different_point
 def test_a_changed_search_space_or_fixed_setting_starts_a_new_study(project):
     params = load_params("params.yaml")
     sets = tuning_sets(params, Mix(8, 0))
-    name = study_name("cnn", Mix(8, 0), params, sets)
+    name = study_name("cnn", Mix(8, 0), params.tune, params.train, sets)
     assert name.startswith("cnn-8r0s-")
 
     def name_with(**overrides) -> str:
         write_params(project, params.tune.storage, **overrides)
-        return study_name("cnn", Mix(8, 0), load_params("params.yaml"), sets)
+        changed = load_params("params.yaml")
+        return study_name("cnn", Mix(8, 0), changed.tune, changed.train, sets)
 
     assert name_with(lr=[0.001, 0.01]) != name  # another search space
     assert name_with(cnn={"conv_dropout": 0.3}) != name  # a fixed setting every trial trains with

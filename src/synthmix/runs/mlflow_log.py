@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 import torch
 
-from synthmix.config.params import MODEL_NAMES, Params, flatten, to_dict
+from synthmix.config.params import MODEL_NAMES, Params, QualityConfig, TrainConfig, flatten, to_dict
 from synthmix.core.errors import UserError
 from synthmix.data.mixes import TrainingImage
 from synthmix.models import MODELS, FrozenBackboneClassifier, weights_from_used
@@ -86,7 +86,7 @@ def log_training_run(
                 if record.mix.synthetic
                 else "none",
                 "vetting": record.mix.vetting or "none",
-                **_vetting_settings(params, record.mix.vetting),
+                **_vetting_settings(params.quality, record.mix.vetting),
                 "image_size": record.image_size,
                 "train_images": record.train_images,
                 "real_images": record.real_images,
@@ -97,22 +97,22 @@ def log_training_run(
                 "optimizer_steps": record.optimizer_steps,
                 "num_classes": len(record.classes),
                 **{f"hp.{k}": v for k, v in record.hyperparameters.items()},
-                **flatten(_run_settings(params, record.model), "train."),
+                **flatten(_run_settings(params.train, record.model), "train."),
             }
         )
         _log_curves(run.info.run_id, result)
         mlflow.log_metrics({f"final_{k}": v for k, v in scores.metrics.items()})
-        _log_training_table(training, params, record)
+        _log_training_table(training, params.data.prepared_dir, record)
         for file in rundir.RESULT_FILES:
             mlflow.log_artifact(str(run_dir / file), artifact_path="results")
-        _log_model(record, result, params)
+        _log_model(record, result, params.train)
         return run.info.run_id
 
 
-def _run_settings(params: Params, model: str) -> dict:
+def _run_settings(train: TrainConfig, model: str) -> dict:
     """train.* as it applies to this run: the shared settings and this model's own section only (the
     other models' sections say nothing about it, and would make every run carry each model's keys)."""
-    settings = to_dict(params.train)
+    settings = to_dict(train)
     return {k: v for k, v in settings.items() if k not in MODEL_NAMES or k == model}
 
 
@@ -131,7 +131,9 @@ def _log_curves(run_id: str, result: FitResult) -> None:
         client.log_batch(run_id, metrics=curves[start : start + MLFLOW_BATCH])
 
 
-def _log_training_table(training: Sequence[TrainingImage], params: Params, record: rundir.RunRecord) -> None:
+def _log_training_table(
+    training: Sequence[TrainingImage], prepared_dir: Path, record: rundir.RunRecord
+) -> None:
     import pandas as pd
 
     table = pd.DataFrame(
@@ -140,9 +142,7 @@ def _log_training_table(training: Sequence[TrainingImage], params: Params, recor
             for t in training
         ]
     )
-    dataset = mlflow.data.from_pandas(
-        table, source=params.data.prepared_dir.as_posix(), name=f"train-{record.mix.name}"
-    )
+    dataset = mlflow.data.from_pandas(table, source=prepared_dir.as_posix(), name=f"train-{record.mix.name}")
     mlflow.log_input(dataset, context="training")
 
 
@@ -163,7 +163,7 @@ def _requirements(library: str = "torchvision") -> list[str]:
     ]
 
 
-def _log_model(record: rundir.RunRecord, result: FitResult, params: Params) -> None:
+def _log_model(record: rundir.RunRecord, result: FitResult, train: TrainConfig) -> None:
     from mlflow.models import infer_signature
 
     size = record.image_size
@@ -183,7 +183,7 @@ def _log_model(record: rundir.RunRecord, result: FitResult, params: Params) -> N
         )
         return
     entry = MODELS[record.model]
-    weights = entry.weights(params.train.model_section(record.model))  # the run's, resolved again
+    weights = entry.weights(train.model_section(record.model))  # the run's, resolved again
     with tempfile.TemporaryDirectory() as tmp:
         head = Path(tmp) / "head.pt"
         torch.save(model.head.state_dict(), head)
@@ -205,11 +205,10 @@ def _log_model(record: rundir.RunRecord, result: FitResult, params: Params) -> N
         )
 
 
-def _vetting_settings(params: Params, vetting: str) -> dict[str, str]:
+def _vetting_settings(q: QualityConfig, vetting: str) -> dict[str, str]:
     """What a vetted run's left-out images depended on: the automatic filters and their settings."""
     if vetting not in ("filtered", "vetted"):
         return {}
-    q = params.quality
     return {
         "vetting.filters": ",".join(q.filters),
         "vetting.classifier.min_confidence": str(q.classifier.min_confidence),

@@ -73,14 +73,14 @@ def tune_mix(
     n_trials = trials or cfg.trials
     url = storage or cfg.storage
     sets = tuning_sets(params, mix)
-    data = load_tuning_data(params, sets)
-    name = study_name(model, mix, params, sets)
+    data = load_tuning_data(params.train, sets)
+    name = study_name(model, mix, params.tune, params.train, sets)
     # workers on one machine create tables and runs in turn
     with locked(params.train.cache_dir / "tune-setup"):
         study = create_study(name, open_storage(url, cfg.heartbeat_seconds), cfg)
         tracking.configure(MLFLOW_EXPERIMENT)
         parent_id = _parent_run(study, model, mix, params, url, n_trials)
-    task = TuningTask(model, mix, params, data, n_trials, parent_id)
+    task = TuningTask(model, mix, params.tune, params.train, data, n_trials, parent_id)
     ran_here: list[int] = []
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from synthmix.config.hparams import SEARCHED
-from synthmix.config.params import Params, to_dict
+from synthmix.config.params import Params, TrainConfig, TuneConfig, to_dict
 from synthmix.core.errors import UserError
 from synthmix.data import vetting
 from synthmix.data.mixes import Mix, TrainingImage, training_images
@@ -90,7 +90,7 @@ def tuning_sets(params: Params, mix: Mix) -> TuningSets:
     return TuningSets(train, validation)
 
 
-def load_tuning_data(params: Params, sets: TuningSets) -> TuningData:
+def load_tuning_data(train: TrainConfig, sets: TuningSets) -> TuningData:
     """Decode both sets through the shared image cache."""
     from synthmix.data.images import load_images  # torch: imported only when there is something to tune
 
@@ -100,31 +100,30 @@ def load_tuning_data(params: Params, sets: TuningSets) -> TuningData:
         [image.path for image in images],
         [classes.index(image.label) for image in images],
         [image.sha256 for image in images],
-        params.train.image_size,
-        params.train.cache_dir,
+        train.image_size,
+        train.cache_dir,
     )
     from synthmix.train.augment import with_copies
 
-    labelled = with_copies(labelled, [image.augment_seed for image in images], params.train.augment)
+    labelled = with_copies(labelled, [image.augment_seed for image in images], train.augment)
     count = len(sets.train)
     return TuningData(
         classes, labelled.subset(list(range(count))), labelled.subset(list(range(count, len(images))))
     )
 
 
-def study_name(model: str, mix: Mix, params: Params, sets: TuningSets) -> str:
+def study_name(model: str, mix: Mix, tune: TuneConfig, train: TrainConfig, sets: TuningSets) -> str:
     """`<model>-<mix>-<hash>`: the hash covers all that decides a trial's value except its own params.
 
     So workers with the same space and data join one study, and a changed search space, validation
     set, image size or data set starts a new one instead of mixing incomparable trials.
     """
-    tune = params.tune
-    section = params.train.model_section(model)
+    section = train.model_section(model)
     fixed = {k: v for k, v in to_dict(section).items() if k not in section.searched_fields}
     identity = {
         "space": {key: to_dict(getattr(tune, key)) for key in SEARCHED},
         "seed": tune.seed,
-        "image_size": params.train.image_size,
+        "image_size": train.image_size,
         "fixed": fixed,
         "images": [[image.label, image.sha256] for image in sets.train],
         "validation": [[image.label, image.sha256] for image in sets.validation],

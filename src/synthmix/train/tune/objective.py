@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from synthmix.config.params import Params
+from synthmix.config.params import TrainConfig, TuneConfig
 from synthmix.data.mixes import Mix
 from synthmix.runs import tracking
 from synthmix.train.tune.data import TuningData
@@ -30,7 +30,8 @@ class SurplusTrial(Exception):
 class TuningTask:
     model: str
     mix: Mix
-    params: Params
+    tune: TuneConfig
+    train: TrainConfig
     data: TuningData
     n_trials: int
     parent_run_id: str
@@ -45,7 +46,7 @@ def objective(trial: optuna.Trial, task: TuningTask) -> float:
     finished, running_before = counts(trial.study, before=trial.number)
     if finished + running_before >= task.n_trials:
         raise SurplusTrial(f"trial {trial.number} is surplus: {task.n_trials} trials are already claimed")
-    hp = suggest_hyperparameters(trial, task.params.tune)
+    hp = suggest_hyperparameters(trial, task.tune)
     mlflow.start_run(
         run_name=f"{task.model}-{task.mix.name}-trial{trial.number}",
         parent_run_id=task.parent_run_id,
@@ -73,11 +74,11 @@ def objective(trial: optuna.Trial, task: TuningTask) -> float:
             task.data.train,
             task.data.validation,
             hp,
-            seed=task.params.tune.seed,
+            seed=task.tune.seed,
             num_classes=len(task.data.classes),
-            train_cfg=task.params.train,
+            train_cfg=task.train,
             on_epoch=on_epoch,
-            augment=task.params.train.augment if task.mix.online_augment else None,
+            augment=task.train.augment if task.mix.online_augment else None,
         )
         final = result.history[-1]
         trial.set_user_attr("val_accuracy", final.eval_accuracy)
