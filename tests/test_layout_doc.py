@@ -69,9 +69,15 @@ def test_every_name_on_the_map_exists():
 
 
 def test_every_dvc_stage_leads_to_its_module():
+    from test_dvc_deps import command_modules
+
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     text = DOC.read_text()
-    for stage in stages:
+    for stage, spec in stages.items():
+        command = spec["cmd"].split()[1]
+        assert command == stage, f"dvc.yaml stage {stage} runs `synthmix {command}`: name them alike"
+        called = {m for m in command_modules(command) if m.startswith("synthmix.stages.")}
+        assert called == {f"synthmix.stages.{stage}"}, f"`synthmix {stage}` calls {called}"
         module = PACKAGE / "stages" / f"{stage}.py"
         assert module.exists(), f"dvc.yaml stage {stage} has no module src/synthmix/stages/{stage}.py"
         assert f"def {stage}_stage(" in module.read_text()
