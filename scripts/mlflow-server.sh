@@ -185,10 +185,27 @@ create_database() {
 # --- the MLflow server -------------------------------------------------------------------------------
 
 # The server runs in its own session: its pid is its process group, which holds its workers too.
-mlflow_pid() {
+# A pid is this folder's server when its whole command line (never one cut to a terminal's width:
+# /proc, else `ps -ww`) is `mlflow server` with this folder's artifact store.
+command_line() {
+    if [ -r "/proc/$1/cmdline" ]; then
+        tr '\0' ' ' <"/proc/$1/cmdline"
+    else
+        ps -ww -o args= -p "$1" 2>/dev/null
+    fi
+}
+
+recorded_pid() {
     local pid
     pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] && ps -o args= -p "$pid" 2>/dev/null | grep -q mlflow && echo "$pid"
+    [[ $pid =~ ^[0-9]+$ ]] && echo "$pid"
+}
+
+mlflow_pid() {
+    local pid args
+    pid=$(recorded_pid) || return 1
+    args=$(command_line "$pid") || return 1
+    [[ $args == *" server "* && $args == *"--artifacts-destination $DIR/artifacts "* ]] && echo "$pid"
 }
 
 healthy() {
@@ -211,6 +228,10 @@ stop_mlflow() {
     if pid=$(mlflow_pid); then
         stop_group "$pid"
         echo "mlflow-server: MLflow server stopped"
+    elif pid=$(recorded_pid) && kill -0 "$pid" 2>/dev/null; then
+        # never forget a process we cannot identify: keep its pid file and say what runs there
+        echo "mlflow-server: $PIDFILE names pid $pid, which runs but is not this folder's MLflow server ($(command_line "$pid" | cut -c 1-160)); left it and the pid file alone. Stop that process yourself if it is the server, or delete $PIDFILE if it is not, then rerun." >&2
+        return 1
     fi
     rm -f "$PIDFILE" "$DIR/mlflow.url"
 }
@@ -297,10 +318,12 @@ case "$ACTION" in
         fi
         ;;
     stop)
-        stop_mlflow
+        unidentified=0
+        stop_mlflow || unidentified=1
         if [ -n "$PG_BIN" ]; then
             stop_postgres
         fi
+        exit "$unidentified"
         ;;
     status)
         if [ -n "$PG_BIN" ] && pg_running; then

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -176,3 +177,71 @@ def test_a_study_logged_to_the_team_server_reads_back_through_its_api(study_repo
     team_server.run("stop")
     assert not listening(team_server.port) and not listening(team_server.pg_port)
     assert live_processes(team_server.folder, group) == []
+
+
+def long_path_checkout(base: Path) -> Path:
+    """The project's scripts/ (and its .venv, linked) under a path over 100 characters long, as in a
+    user's `/home/<name>/projects/...` clone: where `ps` cuts a command line, `mlflow` falls off it."""
+    repo = base / ("checkout-" + "x" * 50) / ("of-synthmix-" + "y" * 50)
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy2(SCRIPT, repo / "scripts" / SCRIPT.name)
+    (repo / ".venv").symlink_to(PROJECT / ".venv")
+    assert len(str(repo)) > 100
+    return repo
+
+
+def test_the_server_script_finds_its_server_from_a_checkout_at_a_long_path():
+    folder = Path(tempfile.mkdtemp(prefix="synthmix-team-server-"))
+    # (no "mlflow" in the folder's name: the check must find the server by more than a word in a path)
+    folder.chmod(0o755)  # the postgres user enters it (see team_server)
+    repo = long_path_checkout(folder)
+    for parent in (repo.parent, repo):
+        parent.chmod(0o755)
+    script = repo / "scripts" / SCRIPT.name
+    port, pg_port = free_ports(2)
+    options = ["--dir", str(repo / ".mlflow-server"), "--port", str(port), "--pg-port", str(pg_port)]
+
+    def run(action: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(script), action, *options, "--workers", "1"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "80"},  # where ps has no terminal it may cut its lines at 80
+        )
+
+    group = None
+    try:
+        started = run("start")
+        if started.returncode != 0 and "scripts/install-postgres.sh" in started.stderr:
+            if os.environ.get("CI"):
+                pytest.fail(started.stderr)
+            pytest.skip(started.stderr.strip())
+        assert started.returncode == 0, started.stderr
+        group = int((repo / ".mlflow-server" / "mlflow.pid").read_text())
+        status = run("status")
+        assert status.returncode == 0 and "MLflow server: running" in status.stdout, status.stdout
+        again = run("start")
+        assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
+        stopped = run("stop")
+        assert stopped.returncode == 0 and "MLflow server stopped" in stopped.stdout, stopped.stdout
+        assert not listening(port) and not listening(pg_port)
+        assert live_processes(repo, group) == []
+
+        # a pid file naming a live process that is not this folder's server: stop keeps both
+        stranger = subprocess.Popen(["sleep", "60"])
+        try:
+            (repo / ".mlflow-server" / "mlflow.pid").write_text(f"{stranger.pid}\n")
+            refused = run("stop")
+            assert refused.returncode != 0 and f"pid {stranger.pid}" in refused.stderr, refused.stderr
+            assert stranger.poll() is None  # not killed
+            assert (repo / ".mlflow-server" / "mlflow.pid").read_text().strip() == str(stranger.pid)
+        finally:
+            stranger.kill()
+            stranger.wait()
+    finally:
+        (repo / ".mlflow-server" / "mlflow.pid").unlink(missing_ok=True)
+        run("stop")
+        if group is not None and live_processes(repo, group):  # a broken script leaves nothing either
+            os.killpg(group, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
