@@ -514,3 +514,53 @@ def test_a_full_size_report_has_every_figure_and_names_the_weights_in_its_title(
     assert len(result.figures) == 11  # the headline figure, then five per model
     title = (in_tmp / "reports" / "report.md").read_text().splitlines()[0]
     assert "CNN from scratch" in title and "ResNet50 backbone: ImageNet" in title
+
+
+def test_the_answer_comes_first_in_markdown_and_its_sentences_count_the_verdicts(study):
+    report_stage(load_params(), log_to_mlflow=False)
+    md = (study / "reports" / "report.md").read_text()
+    # one order: title, headline figure, verdict table, its sentences, then the rest
+    marks = ["# synthmix report", "(figures/headline.png)", "| change in macro F1", "Of ", "## Findings"]
+    at = [md.index(mark) for mark in marks]
+    assert at == sorted(at), dict(zip(marks, at, strict=True))
+    assert md.count("figures/headline.png") == 1  # not repeated among the other figures
+    rows = read_summary(study)
+    planned = [r for r in rows.values() if r["family"] == "declared" and r["f1_macro_significant"] != ""]
+    better = sum(r["f1_macro_significant"] == "True" and float(r["f1_macro_change"]) > 0 for r in planned)
+    answer = md[md.index("Of ") :].split("\n\n")[0]
+    assert answer.startswith(f"Of {len(planned)} planned comparisons of macro F1")
+    assert f", {better} {'is' if better == 1 else 'are'} significantly better" in answer
+    assert better == 1 and "Significantly better: CNN 30r30s vs 30r0s (+" in answer
+    assert answer.count(". ") + 1 <= 3  # at most three sentences
+
+
+def test_the_first_screen_at_1280_by_800_shows_the_headline_figure_and_the_verdicts(study, tmp_path):
+    chromium = _chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing in CI: run scripts/install-browser.sh before the tests.")
+        pytest.skip("chromium is not installed (scripts/install-browser.sh installs it)")
+    report_stage(load_params(), log_to_mlflow=False)
+    page = (study / "reports" / "report.html").read_text()
+    checker = """<script>window.addEventListener('load', () => {
+      const bottom = id => { const e = document.getElementById(id);
+        return e ? Math.ceil(e.getBoundingClientRect().bottom + window.scrollY) : -1; };
+      const img = document.querySelector('#headline img');
+      const loaded = img && img.complete && img.naturalWidth > 0 ? 1 : 0;
+      document.body.setAttribute('data-screen', [window.innerWidth, window.innerHeight, loaded,
+        bottom('headline'), bottom('verdicts'), bottom('answer')].join(' ')); });</script>"""
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", checker + "</body>"))
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,800"]
+    dom = subprocess.run(
+        [chromium, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    ).stdout
+    match = re.search(r'data-screen="(\d+) (\d+) (\d) (-?\d+) (-?\d+) (-?\d+)"', dom)
+    assert match, "the page did not finish loading in chromium"
+    width, height, loaded, *bottoms = map(int, match.groups())
+    assert (width, loaded) == (1280, 1) and 0 < height <= 800
+    headline, verdicts, answer = bottoms
+    assert 0 < headline < verdicts < answer <= height, f"below the first screen ({height} px): {bottoms}"

@@ -24,6 +24,9 @@ class Document:
     """Everything report.md and report.html say, in order; the headings live in the templates."""
 
     title: str
+    headline: FigureRef | None  # the first figure, shown right under the title
+    verdicts: Table  # the answer: each planned comparison's change, interval and verdict, per model
+    answer: tuple[str, ...]  # at most three sentences under the verdict table
     intro: str
     summary: tuple[str, ...]  # the sentences at the top: augmentation control, exchange rate
     findings: tuple[str, ...]
@@ -31,7 +34,7 @@ class Document:
     not_run: tuple[str, ...]  # a line per study mix without runs, and why
     how_to_read: str
     sections: tuple[Section, ...]
-    figures: tuple[FigureRef, ...]
+    figures: tuple[FigureRef, ...]  # the others, in the Figures section
     provenance: tuple[str, ...]
     runs: Table
 
@@ -62,7 +65,14 @@ def render_summary(sections: Sequence[Section]) -> str:
 
 def render_html(doc: Document, root: Path, page_title: str = "synthmix report") -> str:
     """report.html: one page, CSS inline, every figure (read from `root`) embedded as a data URI."""
-    figures = [(f, base64.b64encode((root / f.path).read_bytes()).decode("ascii")) for f in doc.figures]
+
+    def embedded(figure: FigureRef) -> str:
+        return base64.b64encode((root / figure.path).read_bytes()).decode("ascii")
+
+    figures = [(f, embedded(f)) for f in doc.figures]
+    headline = embedded(doc.headline) if doc.headline else None
     return (
-        _environment().get_template("report.html.j2").render(doc=doc, figures=figures, page_title=page_title)
+        _environment()
+        .get_template("report.html.j2")
+        .render(doc=doc, figures=figures, headline=headline, page_title=page_title)
     )

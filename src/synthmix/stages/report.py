@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from synthmix.config.params import Params
 from synthmix.data import split
 from synthmix.report import (
+    answer,
     controls,
     document,
     exchange,
@@ -174,6 +175,9 @@ def _write_files(
     note = words.split_summary.generator_note() if words.split_summary is not None else None
     doc = document.Document(
         title=wording.title(runs),
+        headline=figure_refs[0],
+        verdicts=answer.verdict_table(results),
+        answer=tuple(answer.sentences(results)),
         intro=wording.introduction(results, runs),
         summary=words.summary,
         findings=words.findings,
@@ -181,7 +185,7 @@ def _write_files(
         not_run=words.not_run,
         how_to_read=f"{method} {provenance.training_method(results)}".strip(),
         sections=tuple(sections),
-        figures=tuple(figure_refs),
+        figures=tuple(figure_refs[1:]),
         provenance=tuple(provenance.provenance(params, runs, note)),
         runs=tables.runs_table(results.cells),
     )
