@@ -119,7 +119,7 @@ def test_two_train_processes_on_other_mixes_equal_two_sequential_ones(tmp_path, 
 
 @pytest.mark.slow
 def test_two_processes_may_create_the_mlflow_database_together(tmp_path):
-    script = "from synthmix import tracking; tracking.configure()"
+    script = "from synthmix.runs import tracking; tracking.configure()"
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", script], cwd=tmp_path, env=_env(), stderr=subprocess.PIPE, text=True

@@ -143,7 +143,7 @@ def test_prepare_on_a_full_disk_exits_2_naming_the_file_and_leaves_nothing_half_
 
 def _init_mlflow(root: Path) -> int:
     """Create the project's MLflow database (as an earlier stage would have); returns its size."""
-    script = "from synthmix import tracking; tracking.configure()"
+    script = "from synthmix.runs import tracking; tracking.configure()"
     subprocess.run([sys.executable, "-c", script], cwd=root, env=_env(), check=True, capture_output=True)
     return os.path.getsize(root / "mlflow.db")
 
@@ -228,7 +228,7 @@ def test_sqlite_out_of_room_below_another_error_is_a_full_disk():
 
 @pytest.mark.slow
 def test_a_full_disk_while_mlflow_creates_its_database_leaves_it_usable(tmp_path):
-    script = "from synthmix import tracking; tracking.configure()"
+    script = "from synthmix.runs import tracking; tracking.configure()"
     env = _env()
     first = subprocess.run(
         [sys.executable, "-c", script],
