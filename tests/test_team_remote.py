@@ -7,7 +7,6 @@ asyncssh accepts any key (and checks none) whatever ~/.ssh/known_hosts holds.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_study import PROJECT, all_files, sh
+from tiny_study import PROJECT, all_files, free_port, sh
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +26,6 @@ SSHD_LOCAL = PROJECT / "scripts" / "sshd-local.sh"
 class Server:
     url: str  # ssh://USER@127.0.0.1:PORT, a path is appended
     client_key: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def running(pid: int) -> bool:

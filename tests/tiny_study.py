@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,13 @@ def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess
             f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on, for a server a test starts beside the study."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_tiny_images(
