@@ -457,7 +457,9 @@ def _logged(run_id: str) -> tuple[set[str], dict[str, float], dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_report_logs_to_the_sweep_parent_mlflow_run(study, monkeypatch):
+def test_report_logs_to_the_sweep_parent_mlflow_run_and_says_where_the_ui_shows_the_runs(
+    study, monkeypatch, capsys
+):
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{study / 'mlflow.db'}")
@@ -467,7 +469,11 @@ def test_report_logs_to_the_sweep_parent_mlflow_run(study, monkeypatch):
     for run_dir in study.glob("runs/*/*/*"):  # the runs name the sweep as their parent, as train records it
         record = rundir.read_run(run_dir).record
         rundir.finish(run_dir, dataclasses.replace(record, mlflow_parent_run_id=parent.info.run_id))
+    capsys.readouterr()
     assert cli(["report"]) == 0
+    said = capsys.readouterr().err
+    start = f"(start it: mlflow ui --backend-store-uri sqlite:///{study / 'mlflow.db'}): "
+    assert start + tracking.experiment_url(parent.info.experiment_id) in said
     artifacts, logged, _ = _logged(parent.info.run_id)
     assert {"report/report.html", "report/summary.csv", "report/figures"} <= artifacts
     assert logged["report.cnn.fixed.30r30s.f1_macro"] > logged["report.cnn.fixed.30r0s.f1_macro"]

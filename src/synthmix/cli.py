@@ -274,6 +274,17 @@ def report_command(
         f"{len(result.figures)} figures."
         + (f" Logged to MLflow run {result.mlflow_run_id}." if result.mlflow_run_id else "")
     )
+    if result.mlflow_url:
+        from synthmix.runs import tracking
+
+        start = (
+            ""
+            if tracking.tracking_server()
+            else f" (start it: mlflow ui --backend-store-uri {tracking.tracking_uri()})"
+        )
+        console.print(
+            f"The training runs in the MLflow UI{start}: {result.mlflow_url}", highlight=False, soft_wrap=True
+        )
 
 
 @app.command("review")

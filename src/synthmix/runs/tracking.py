@@ -55,13 +55,43 @@ FOUND_DEAD = "synthmix.found_dead"  # ISO time a later stage found the run RUNNI
 BEST_PARAM = "synthmix.best."  # prefix: the best trial's value of each searched parameter
 PARAM_IMPORTANCES = "synthmix.param_importances"
 NOTE = "mlflow.note.content"  # the run's description in `mlflow ui`
-# MLflow 3 opens an experiment on its GenAI overview unless told it holds model training.
+# The experiment's kind for MLflow 3 (model training, not GenAI). Its UI reads the tag, but a fresh
+# browser still opens the experiment on the GenAI overview: experiment_url asks for the training runs.
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves unless told otherwise
+# Each (model, mix, seed) run of the train stage, not the stage's parent run that would fold them away.
+TRAINING_RUNS = f"tags.`{STAGE}` = 'train' AND tags.`{MODEL}` LIKE '%'"
 
 
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set, else sqlite:///mlflow.db in the working directory (the repo root)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def tracking_server() -> str | None:
+    """tracking_uri() when it is a tracking server (which is also the UI); None for a local store."""
+    uri = tracking_uri()
+    return uri if uri.startswith(("http://", "https://")) else None
+
+
+def experiment_url(experiment_id: str, ui: str | None = None) -> str:
+    """The MLflow UI page of the experiment's training runs: the runs table under 'Model training'
+    (`workflowType=machine_learning`; without it MLflow 3 opens a fresh browser on its GenAI overview,
+    whatever the experiment's kind tag says), one row per (model, mix, seed) run, best macro F1 first.
+
+    `ui` is the UI's address: by default the tracking server when tracking_uri() is one (the server is
+    the UI), else what `mlflow ui` serves.
+    """
+    from urllib.parse import quote, urlencode
+
+    ui = ui or tracking_server() or UI_ADDRESS
+    query = {
+        "workflowType": "machine_learning",
+        "searchFilter": TRAINING_RUNS,
+        "orderByKey": "metrics.`final_f1_macro`",  # runs/mlflow_log.py logs final_<metric>
+        "orderByAsc": "false",
+    }
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 
 def configure(experiment: str = EXPERIMENT) -> str:

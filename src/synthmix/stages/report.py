@@ -40,6 +40,7 @@ from synthmix.runs.evaluate import FINAL_METRICS
 
 if TYPE_CHECKING:
     from mlflow.entities import Run as MlflowRun
+    from mlflow.entities import RunInfo
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class ReportResult:
     findings: tuple[str, ...]
     figures: tuple[Path, ...]
     mlflow_run_id: str | None
+    mlflow_url: str | None = None  # the experiment's training runs in the MLflow UI
 
 
 def report_stage(params: Params, log_to_mlflow: bool = True) -> ReportResult:
@@ -87,9 +89,12 @@ def report_stage(params: Params, log_to_mlflow: bool = True) -> ReportResult:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    run_id = log_report(out_dir, runs.selected, results) if log_to_mlflow else None
+    logged = log_report(out_dir, runs.selected, results) if log_to_mlflow else None
     said = (*words.summary, *words.findings)
-    return ReportResult(out_dir, said, tuple(out_dir / f.path for f in figure_refs), run_id)
+    figures = tuple(out_dir / f.path for f in figure_refs)
+    if logged is None:
+        return ReportResult(out_dir, said, figures, None)
+    return ReportResult(out_dir, said, figures, logged.run_id, tracking.experiment_url(logged.experiment_id))
 
 
 def compute(
@@ -206,9 +211,9 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
 # --- MLflow --------------------------------------------------------------------------------------
 
 
-def log_report(out_dir: Path, runs: Sequence[rundir.Run], results: Results) -> str:
+def log_report(out_dir: Path, runs: Sequence[rundir.Run], results: Results) -> RunInfo:
     """Log reports/ and the means per cell to the sweep's parent run (run.json's mlflow_parent_run_id),
-    else to a new 'report' run."""
+    else to a new 'report' run; returns that run's info (its id, its experiment's id)."""
     import mlflow
 
     metrics = {
@@ -220,11 +225,11 @@ def log_report(out_dir: Path, runs: Sequence[rundir.Run], results: Results) -> s
     if parent is None:
         with tracking.stage_run("report") as active:
             _log(out_dir, metrics)
-            return active.info.run_id
+            return active.info
     mlflow.set_experiment(experiment_id=parent.info.experiment_id)
     with mlflow.start_run(run_id=parent.info.run_id) as active:
         _log(out_dir, metrics)
-        return active.info.run_id
+        return active.info
 
 
 def metric_key(text: str) -> str:
