@@ -117,7 +117,16 @@ def _local_mlflow(mlflow_uri, monkeypatch):
 def test_image_seeds_are_stable_and_distinct_per_class_and_index():
     seeds = {image_seed(0, label, i) for label in ("a", "b") for i in range(50)}
     assert len(seeds) == 100
-    assert image_seed(0, "a", 3) == image_seed(0, "a", 3) != image_seed(1, "a", 3)
+    assert image_seed(0, "a", 3) != image_seed(1, "a", 3)
+    # stable across processes: another interpreter with another str-hash seed computes the same seeds
+    keys = [(0, "a", 3), (1, "a", 3), (7, "ankle_boot", 0)]
+    code = f"from synthmix.generate.stage import image_seed; print(*(image_seed(*k) for k in {keys!r}))"
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert [int(v) for v in out.stdout.split()] == [image_seed(*k) for k in keys]
 
 
 def test_chunks_are_fixed_per_class_and_shards_cover_every_chunk_once():
