@@ -77,8 +77,13 @@ def test_model_summary_prints_the_new_heads_count_and_leaves_the_studys_unchange
 
 def test_a_timm_model_by_name_trains_its_head_only_and_auto_without_weights_is_recorded_random(tmp_path):
     cfg = TrainConfig(cache_dir=tmp_path / "cache", timm=TimmConfig(name="test_resnet"))
+    untrained = MODELS["timm"].build(3, 32, 0.0, cfg.timm, MODELS["timm"].weights(cfg.timm), 0)
+    trunk = {k: v.detach().clone() for k, v in untrained.backbone.state_dict().items()}
     result = _fit("timm", cfg)
     model = result.model
+    # every weight and batch-norm statistic of the trunk is what it was before training
+    after = model.backbone.state_dict()
+    assert after.keys() == trunk.keys() and all(torch.equal(after[k], v) for k, v in trunk.items())
     assert result.weights_used == "random"  # auto, nothing cached: never called pretrained
     assert len(result.history) == 1 and isinstance(model, FrozenBackboneClassifier)
     assert trainable_parameters(model) == 96 * 3 + 3  # test_resnet's 96 features -> 3 classes
