@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import torch
-
-from synthmix.augment import augment_batch, augmented_copies, build_policy, describe, policy_digest
-from synthmix.config import AugmentConfig
+from synthmix.config.params import AugmentConfig
+from synthmix.train.augment import augment_batch, augmented_copies, build_policy, describe, policy_digest
 
 POLICY = AugmentConfig()  # the default: crop, rotation, colour jitter and RandAugment
 FLIP_ONLY = dict(crop_scale=(1.0, 1.0), rotation=0.0, color_jitter=0.0, randaugment_ops=0)
@@ -112,7 +111,7 @@ def test_the_digest_changes_with_every_setting():
     }
     assert len(digests) == 7
     # the same settings give the same digest in another interpreter (other str-hash seed): a cache key
-    code = "from synthmix.augment import AugmentConfig, policy_digest; print(policy_digest(AugmentConfig(flip=True)))"
+    code = "from synthmix.train.augment import AugmentConfig, policy_digest; print(policy_digest(AugmentConfig(flip=True)))"
     env = {**os.environ, "PYTHONHASHSEED": "3"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == policy_digest(AugmentConfig(**{**POLICY.model_dump(), "flip": True}))

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from synthmix.filters.clip_score import ClipUnavailable, clip_scores, load_clip
+from synthmix.quality.filters.clip_score import ClipUnavailable, clip_scores, load_clip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -120,7 +120,7 @@ def test_every_stage_lists_the_code_it_imports():
 def test_deleting_a_code_dep_is_caught(tmp_path: Path):
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())
     train_deps = stages["stages"]["train"]["deps"]
-    removed = "src/synthmix/fit.py"
+    removed = "src/synthmix/train/fit.py"
     assert removed in train_deps
     train_deps.remove(removed)
     copy = tmp_path / "dvc.yaml"
@@ -168,6 +168,10 @@ def test_dvc_itself_reads_the_deps(tmp_path: Path):
         f"dvc finds these code deps missing: {missing}"
     )
 
-    (copy / "src" / "synthmix" / "fit.py").unlink()
+    (copy / "src" / "synthmix" / "train" / "fit.py").unlink()
     missing = _dvc_deleted_deps(copy)
-    assert {s for s, deps in missing.items() if "src/synthmix/fit.py" in deps} == {"quality", "tune", "train"}
+    assert {s for s, deps in missing.items() if "src/synthmix/train/fit.py" in deps} == {
+        "quality",
+        "tune",
+        "train",
+    }

@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from synthmix.runs import rundir, tracking
 
-from synthmix import rundir, tracking
 from test_train import _tiny_project
 
 GONE_WITHIN_S = 5.0  # a stage's processes must be gone this soon after it was killed or interrupted

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from synthmix.config.params import GENERATORS, DDPMConfig, Text2ImageConfig, load_params
+from synthmix.core.errors import UserError
+from synthmix.data.real import read_manifest
+from synthmix.runs import tracking
+from synthmix.stages.generate import generate_stage, image_seed, plan_chunks, shard, source_ranks
 
-from synthmix import tracking
 from synthmix.cli import run
-from synthmix.config import GENERATORS, DDPMConfig, Text2ImageConfig, load_params
-from synthmix.data import read_manifest
-from synthmix.errors import UserError
 from synthmix.generate import text2image
 from synthmix.generate.manifest import (
     SYNTHETIC_MANIFEST_FIELDS,
@@ -30,7 +31,6 @@ from synthmix.generate.manifest import (
     write_synthetic_manifest,
 )
 from synthmix.generate.sources import SOURCES, ImageKey
-from synthmix.generate.stage import generate_synthetic, image_seed, plan_chunks, shard, source_ranks
 from synthmix.generate.text2image import label_to_words, sample_text2image
 
 TINY_DDPM = {
@@ -165,7 +165,7 @@ def test_image_seeds_are_stable_and_distinct_per_class_and_index():
     assert image_seed(0, "a", 3) != image_seed(1, "a", 3)
     # stable across processes: another interpreter with another str-hash seed computes the same seeds
     keys = [(0, "a", 3), (1, "a", 3), (7, "ankle_boot", 0)]
-    code = f"from synthmix.generate.stage import image_seed; print(*(image_seed(*k) for k in {keys!r}))"
+    code = f"from synthmix.stages.generate import image_seed; print(*(image_seed(*k) for k in {keys!r}))"
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         out = subprocess.run(
@@ -545,7 +545,7 @@ def test_a_synthetic_copy_of_a_test_image_is_flagged_with_both_paths_and_never_u
             output.images[:] = copy
 
     _stub_pipeline(monkeypatch, tiny_sd, emit_the_test_image_as_b)
-    (summary,) = generate_synthetic(load_params("params.yaml"))
+    (summary,) = generate_stage(load_params("params.yaml"))
     rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
     flagged = [(r.path, r.near_test_path) for r in rows if r.near_test_path is not None]
     assert flagged == [(Path(f"synthetic/b/{i:04d}.png"), test_image) for i in range(3)]
@@ -606,7 +606,8 @@ def test_bad_generate_settings_exit_2(in_tmp, capsys, generate, message):
 
 
 def test_every_generator_states_what_it_learnt_from():
-    from synthmix.config import GENERATORS
+    from synthmix.config.params import GENERATORS
+
     from synthmix.generate.manifest import GENERATOR_PROVENANCE
     from synthmix.generate.sources import LEARNS_FROM_POOL
 
@@ -616,7 +617,8 @@ def test_every_generator_states_what_it_learnt_from():
 def test_the_ddpm_learns_from_the_pool_alone_never_from_the_classifiers_images(
     in_tmp, image_tree, monkeypatch
 ):
-    from synthmix.data import decode_array
+    from synthmix.data.real import decode_array
+
     from synthmix.generate import ddpm
 
     _project(in_tmp, image_tree, {"images_per_class": 2, "ddpm": TINY_DDPM}, pool=3)
@@ -654,7 +656,7 @@ def test_the_ddpm_learns_from_the_pool_alone_never_from_the_classifiers_images(
 
 
 def test_without_room_for_a_pool_the_ddpm_learns_from_the_training_split_and_says_so(in_tmp, image_tree):
-    from synthmix.split import read_split_summary
+    from synthmix.data.split import read_split_summary
 
     _project(in_tmp, image_tree, {"images_per_class": 2, "ddpm": TINY_DDPM})
     params = yaml.safe_load(Path("params.yaml").read_text())

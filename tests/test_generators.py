@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from synthmix.config.params import load_params
+from synthmix.data.mixes import Mix
+from synthmix.stages.generate import generate_stage
+from synthmix.stages.train import read_study_data
 
 from synthmix.cli import run
-from synthmix.config import load_params
 from synthmix.generate.manifest import read_synthetic_manifest
-from synthmix.generate.stage import generate_synthetic
-from synthmix.mixes import Mix
-from synthmix.train import read_study_data
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +106,7 @@ def test_three_generators_in_one_study_then_a_fourth_generates_and_trains_only_i
     before = _mtimes([*pngs, *done])
     more = {"sd_c": _t2i(tiny_sd, guidance_scale=4.0, negative_prompt="blurry")}
     Path("params.yaml").write_text(yaml.safe_dump(_params(tiny_sd, [*MIXES, "4r3s-sd_c"], **more)))
-    summaries = {s.name: s for s in generate_synthetic(load_params("params.yaml"))}
+    summaries = {s.name: s for s in generate_stage(load_params("params.yaml"))}
     assert {n: (s.generated, s.reused) for n, s in summaries.items()} == {
         "sd_a": (0, 6),
         "sd_b": (0, 6),
@@ -171,7 +171,7 @@ def test_a_lora_generator_fine_tunes_on_the_pool_and_makes_other_images_than_its
 
     # a rerun reuses the adapter: nothing fine-tuned, nothing generated
     final = Path("models/lora/@tuned/final/lora.safetensors").stat().st_mtime_ns
-    summaries = {s.name: s for s in generate_synthetic(load_params("params.yaml"))}
+    summaries = {s.name: s for s in generate_stage(load_params("params.yaml"))}
     assert summaries["tuned"].generated == 0 and summaries["tuned"].reused == 6
     assert Path("models/lora/@tuned/final/lora.safetensors").stat().st_mtime_ns == final
 
@@ -180,8 +180,8 @@ def test_an_interrupted_lora_fine_tune_resumes_to_the_uninterrupted_adapter(tmp_
     import numpy as np
     from diffusers import AutoPipelineForText2Image
     from safetensors.torch import load_file
+    from synthmix.config.params import LoRAConfig
 
-    from synthmix.config import LoRAConfig
     from synthmix.generate import lora
 
     rng = np.random.default_rng(0)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from synthmix.config.params import MODEL_NAMES, TrainConfig
+from synthmix.core.errors import UserError
+from synthmix.core.files import sha256_file
 
 from synthmix.cli import run
-from synthmix.config import MODEL_NAMES, TrainConfig
-from synthmix.errors import UserError
-from synthmix.files import sha256_file
 from synthmix.models import (
     MODELS,
     BackboneWeights,

@@ -7,15 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from synthmix.config.hparams import Hyperparameters
+from synthmix.config.params import CLIPConfig, DINOv2Config, TimmConfig, TrainConfig
+from synthmix.core.files import sha256_file
+from synthmix.data.images import LabelledImages
+from synthmix.runs.mlflow_log import FrozenBackboneModel
+from synthmix.train.features import feature_cache_key
+from synthmix.train.fit import fit
 
 from synthmix.cli import run
-from synthmix.config import CLIPConfig, DINOv2Config, TimmConfig, TrainConfig
-from synthmix.features import feature_cache_key
-from synthmix.files import sha256_file
-from synthmix.fit import fit
-from synthmix.hparams import Hyperparameters
-from synthmix.images import LabelledImages
-from synthmix.mlflow_log import FrozenBackboneModel
 from synthmix.models import MODELS, FrozenBackboneClassifier, trainable_parameters, weights_from_used
 
 HP = Hyperparameters(lr=0.01, weight_decay=0.0, epochs=1, batch_size=8, dropout=0.0)

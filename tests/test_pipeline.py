@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from synthmix.runs import tracking
 
-from synthmix import tracking
 from tiny_study import PROJECT, TINY_PARAMS, all_files, copy_project, merged, sh, write_tiny_images
 
 pytestmark = pytest.mark.slow
