@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import torch
 
 from synthmix.config.params import AugmentConfig
@@ -107,4 +111,8 @@ def test_the_digest_changes_with_every_setting():
         )
     }
     assert len(digests) == 7
-    assert policy_digest(AugmentConfig()) == policy_digest(POLICY)
+    # the same settings give the same digest in another interpreter (other str-hash seed): a cache key
+    code = "from synthmix.train.augment import AugmentConfig, policy_digest; print(policy_digest(AugmentConfig(flip=True)))"
+    env = {**os.environ, "PYTHONHASHSEED": "3"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == policy_digest(AugmentConfig(**{**POLICY.model_dump(), "flip": True}))

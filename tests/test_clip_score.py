@@ -4,7 +4,6 @@ the real `load_clip(local_dir)` path: no network, a few seconds."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -75,14 +74,27 @@ def test_empty_input_gives_no_scores(tiny_clip: Path) -> None:
 def test_a_model_not_on_this_machine_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
-    with pytest.raises(ClipUnavailable, match="no-such-org/no-such-model"):
+    # each error names the model, says why it cannot be used and how to fix that (words no name supplies)
+    with pytest.raises(ClipUnavailable) as caught:
         load_clip("no-such-org/no-such-model")
+    message = str(caught.value)
+    assert (
+        "'no-such-org/no-such-model' is neither a local directory nor in the local Hugging Face cache"
+        in message
+    )
+    assert "download it with `hf download no-such-org/no-such-model`" in message
 
     missing = tmp_path / "no" / "such" / "clip"
-    with pytest.raises(ClipUnavailable, match=re.escape(str(missing))):
+    with pytest.raises(ClipUnavailable) as caught:
         load_clip(str(missing))
+    message = str(caught.value)
+    assert f"there is no CLIP model directory '{missing}'" in message
+    assert "point quality.clip_score.model at a directory saved with save_pretrained" in message
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ClipUnavailable, match="empty"):
+    with pytest.raises(ClipUnavailable) as caught:
         load_clip(str(empty))
+    message = str(caught.value)
+    assert f"'{empty}' does not load as a CLIPModel and CLIPProcessor" in message
+    assert "save both there with save_pretrained" in message

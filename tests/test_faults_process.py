@@ -142,6 +142,11 @@ def _finished(root: Path) -> dict[str, str]:
     }
 
 
+def _file_ids(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of every file of a run folder: a file written again gets others."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
 def _metrics(root: Path) -> dict[str, dict]:
     return {
         p.parent.relative_to(root).as_posix(): json.loads(p.read_text())
@@ -178,14 +183,25 @@ def test_killed_training_leaves_no_process_and_resumes_to_the_uninterrupted_resu
         assert not survivors, f"still running {GONE_WITHIN_S}s after a kill while {phase}: {survivors}"
     print("after kill -9 every process of the stage was gone within", gone_after)
 
+    kept = _finished(killed)  # runs finished before the last kill: the resume must keep, not redo them
+    assert 0 < len(kept) < 4, "the kill while logging lands after a run finished, before the last"
+    files = {d: _file_ids(killed / d) for d in kept}
     last = _train(killed)
     assert last.wait() == 0, _log(killed)
     assert first.wait() == 0, _log(straight)
     assert len(_finished(killed)) == 4
     assert _metrics(killed) == _metrics(straight)  # resumed runs give exactly the uninterrupted numbers
+    assert {d: _file_ids(killed / d) for d in kept} == files  # not one file of a finished run rewritten
 
     runs = _mlflow_runs(killed)
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    # the last stage trained and logged exactly the runs not finished before it
+    logged_by_last = {
+        f"runs/{t[tracking.MODEL]}/{t[tracking.MIX]}/seed{t[tracking.SEED]}"
+        for r in runs
+        if (t := r.data.tags).get(tracking.PID) == str(last.pid) and tracking.MODEL in t
+    }
+    assert logged_by_last == set(_finished(killed)) - set(kept)
     stale = [r for r in runs if r.info.status == "KILLED"]
     assert len(stale) >= 2, "the stage runs killed while fitting and logging are marked by the next stage"
     for run in stale:

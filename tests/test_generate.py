@@ -95,6 +95,51 @@ def _synthmix(*args: str, cwd: Path, env_extra: dict | None = None, **kwargs):
     )
 
 
+def _file_ids(root: Path, pattern: str) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of each finished file under `root` matching `pattern` (no temp files): a file
+    rewritten since (even with the same bytes) gets another."""
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob(pattern))
+        if not p.name.startswith(".")
+    }
+
+
+def _ddpm_state(root: Path) -> int:
+    """How far the DDPM of project `root` got: its train_steps' worth when finished, else the step of
+    its newest complete checkpoint (0 if none)."""
+    models = root / "models" / "ddpm"
+    if (models / "final" / "fingerprint.json").exists():
+        return 10**9
+    done = [
+        int(d.name.split("-")[1])
+        for d in models.glob("checkpoint-*[0-9]")
+        if (d / "fingerprint.json").exists()
+    ]
+    return max(done, default=0)
+
+
+def _generate_run(pid: int):
+    """The MLflow generate run of the `synthmix generate` process `pid` (None if it died before one began)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("synthmix")
+    found = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{tracking.STAGE}` = 'generate' and tags.`{tracking.PID}` = '{pid}'",
+    )
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def _loss_steps(run) -> list[int]:
+    import mlflow
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, "ddpm_loss"))
+
+
 @pytest.fixture(scope="module")
 def mlflow_uri(tmp_path_factory) -> str:
     """One tracking database for the module: creating an MLflow database takes seconds."""
@@ -117,7 +162,16 @@ def _local_mlflow(mlflow_uri, monkeypatch):
 def test_image_seeds_are_stable_and_distinct_per_class_and_index():
     seeds = {image_seed(0, label, i) for label in ("a", "b") for i in range(50)}
     assert len(seeds) == 100
-    assert image_seed(0, "a", 3) == image_seed(0, "a", 3) != image_seed(1, "a", 3)
+    assert image_seed(0, "a", 3) != image_seed(1, "a", 3)
+    # stable across processes: another interpreter with another str-hash seed computes the same seeds
+    keys = [(0, "a", 3), (1, "a", 3), (7, "ankle_boot", 0)]
+    code = f"from synthmix.stages.generate import image_seed; print(*(image_seed(*k) for k in {keys!r}))"
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert [int(v) for v in out.stdout.split()] == [image_seed(*k) for k in keys]
 
 
 def test_chunks_are_fixed_per_class_and_shards_cover_every_chunk_once():
@@ -294,20 +348,33 @@ def test_killed_generation_resumes_to_exactly_the_uninterrupted_set(tmp_path, im
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
-    done = len(list((killed / "synthetic").rglob("*.png")))
+    finished = _file_ids(killed / "synthetic", "*.png")
+    done = len(finished)
     assert 0 < done < 24, "the kill must land mid-generation"
     assert not (killed / "synthetic" / "manifest.csv").exists()
+    model = _file_ids(killed / "models" / "ddpm" / "final", "*")
+    assert model, "the DDPM finished training before the first image"
 
     assert first.wait() == 0
-    assert _synthmix("generate", cwd=killed).wait() == 0
+    resume = _synthmix("generate", cwd=killed)
+    assert resume.wait() == 0
     assert _hashes(killed / "synthetic") == _hashes(straight / "synthetic")
     assert not [p for p in (killed / "synthetic").rglob("*") if p.name.startswith(".")]  # no temp files left
+    # what finished before the kill was kept, not redone: the same files, and the resume says so
+    after = _file_ids(killed / "synthetic", "*.png")
+    assert {p: after[p] for p in finished} == finished
+    assert _file_ids(killed / "models" / "ddpm" / "final", "*") == model
+    run = _generate_run(resume.pid)
+    assert run.data.metrics["images_reused"] == done and run.data.metrics["images_generated"] == 24 - done
+    assert _loss_steps(run) == []  # the trained DDPM was loaded, not trained again
 
 
 @pytest.mark.slow
 def test_generation_killed_at_seeded_random_moments_resumes_to_the_uninterrupted_set(tmp_path, image_tree):
-    """SIGKILL during DDPM training, checkpointing and sampling, resumed each time: the same bytes, no
-    process left, no MLflow run left RUNNING (the next start marks a dead one KILLED)."""
+    """SIGKILL during DDPM training, during the resumed training and during sampling, each at a seeded
+    random moment after the phase began, resumed each time: the same bytes, nothing finished redone
+    (no PNG rewritten, no DDPM step trained twice), no process left, no MLflow run left RUNNING (the
+    next start marks a dead one KILLED)."""
     import random
 
     import mlflow
@@ -318,19 +385,51 @@ def test_generation_killed_at_seeded_random_moments_resumes_to_the_uninterrupted
     killed = _project(tmp_path / "killed", image_tree, generate)
     uninterrupted = _synthmix("generate", cwd=straight)
     moments = random.Random(0)
+    pngs = lambda: _file_ids(killed / "synthetic", "*.png")  # noqa: E731
+    phases = {  # when each attempt's phase began, given (DDPM state, PNG count) before the attempt
+        "training": lambda state, count: _ddpm_state(killed) >= 10,
+        "resumed training": lambda state, count: _ddpm_state(killed) > state,
+        "sampling": lambda state, count: len(pngs()) > count,
+    }
     kills = 0
-    for _ in range(3):
+    first_seen: dict[str, tuple[int, int]] = {}  # each finished PNG as the first attempt after it found it
+    attempts: list[tuple[int, int, int]] = []  # (pid, DDPM state before it, PNGs finished before it)
+    for began in phases.values():
+        found = pngs()
+        first_seen = {**found, **first_seen}
+        state, count = _ddpm_state(killed), len(found)
         victim = _synthmix("generate", cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            victim.wait(timeout=moments.uniform(3.0, 8.0))  # finished before its moment: nothing to kill
-        except subprocess.TimeoutExpired:
+        attempts.append((victim.pid, state, count))
+        deadline = time.monotonic() + 120
+        while victim.poll() is None and not began(state, count) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(moments.uniform(0.0, 0.3))
+        if victim.poll() is None:  # else it finished before its moment: nothing to kill
             victim.send_signal(signal.SIGKILL)
             assert victim.wait() == -signal.SIGKILL
             kills += 1
         assert not (killed / "synthetic" / "manifest.csv").exists() or victim.returncode == 0
     assert kills >= 2, "the seeded moments must land mid-run"
     assert uninterrupted.wait() == 0
-    assert _synthmix("generate", cwd=killed).wait() == 0
+    found = pngs()
+    first_seen = {**found, **first_seen}
+    state, done = _ddpm_state(killed), len(found)
+    resume = _synthmix("generate", cwd=killed)
+    assert resume.wait() == 0
+    attempts.append((resume.pid, state, done))
+    print("attempts (pid, DDPM state, PNGs before):", attempts)
+    # Nothing finished before an attempt was redone by it: every PNG is the file first found, and each
+    # attempt's DDPM losses are logged past the checkpoint it found (none once the model was finished).
+    after = pngs()
+    assert {p: after[p] for p in first_seen} == first_seen
+    assert any(10 <= state < 10**9 for _, state, _ in attempts[1:]), "an attempt must resume a checkpoint"
+    assert any(0 < count < 24 for _, _, count in attempts[1:]), "an attempt must find some images done"
+    for pid, state, _ in attempts:
+        run = _generate_run(pid)
+        steps = _loss_steps(run) if run is not None else []
+        assert all(step > state for step in steps), (pid, state, steps)
+    run = _generate_run(resume.pid)
+    assert run.data.metrics["images_reused"] == done and run.data.metrics["images_generated"] == 24 - done
     assert _hashes(killed / "synthetic") == _hashes(straight / "synthetic")
     assert not [p for p in (killed / "synthetic").rglob("*") if p.name.startswith(".")]  # no temp files left
     assert not list((killed / "models" / "ddpm").glob("*.tmp"))
@@ -517,17 +616,24 @@ def test_every_generator_states_what_it_learnt_from():
 def test_the_ddpm_learns_from_the_pool_alone_never_from_the_classifiers_images(
     in_tmp, image_tree, monkeypatch
 ):
+    from synthmix.data.real import decode_array
     from synthmix.generate import ddpm
 
     _project(in_tmp, image_tree, {"images_per_class": 2, "ddpm": TINY_DDPM}, pool=3)
-    learnt: list[str] = []
-    fingerprint = ddpm.model_fingerprint
+    learnt: list[str] = []  # the hashes the cached model is fingerprinted with
+    trained_on: list[np.ndarray] = []  # the pixels train_ddpm is handed
+    fingerprint, train = ddpm.model_fingerprint, ddpm.train_ddpm
 
-    def spy(cfg, classes, sha256s, seed):
+    def spy_fingerprint(cfg, classes, sha256s, seed):
         learnt.extend(sha256s)
         return fingerprint(cfg, classes, sha256s, seed)
 
-    monkeypatch.setattr(ddpm, "model_fingerprint", spy)
+    def spy_train(cfg, images, *args, **kwargs):
+        trained_on.extend(np.asarray(images))
+        return train(cfg, images, *args, **kwargs)
+
+    monkeypatch.setattr(ddpm, "model_fingerprint", spy_fingerprint)
+    monkeypatch.setattr(ddpm, "train_ddpm", spy_train)
     assert run(["generate"]) == 0
     splits = {
         split: read_manifest(Path(f"prepared/{split}.csv")) for split in ("train", "test", "extra", "pool")
@@ -536,6 +642,13 @@ def test_the_ddpm_learns_from_the_pool_alone_never_from_the_classifiers_images(
     classifier_paths = {r.path for split in ("train", "test", "extra") for r in splits[split]}
     assert sorted(learnt) == sorted(r.sha256 for r in splits["pool"]) and len(learnt) == 6
     assert classifier.isdisjoint(learnt) and classifier_paths.isdisjoint(r.path for r in splits["pool"])
+
+    def pixels(rows) -> list[bytes]:
+        return sorted(decode_array(r.path, size=TINY_DDPM["resolution"]).tobytes() for r in rows)
+
+    assert sorted(a.tobytes() for a in trained_on) == pixels(splits["pool"])  # the pool's images, each once
+    seen = set(pixels(r for split in ("train", "test", "extra") for r in splits[split]))
+    assert seen.isdisjoint(a.tobytes() for a in trained_on)
     rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
     assert {r.learned_from for r in rows} == {"pool"}
 

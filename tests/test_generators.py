@@ -188,11 +188,15 @@ def test_an_interrupted_lora_fine_tune_resumes_to_the_uninterrupted_adapter(tmp_
     images = rng.integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
     prompts = ["a cat", "a cat", "a dog", "a dog"]
 
+    steps_run: list[int] = []  # the steps each fine-tune trained
+
     def finetune(root: Path, stop_at: int | None = None) -> dict:
         pipe = AutoPipelineForText2Image.from_pretrained(tiny_sd)
         cfg = LoRAConfig(**{**TINY_LORA, "checkpoint_dir": root})
+        steps_run.clear()
 
         def interrupt(step: int) -> None:
+            steps_run.append(step)
             if step == stop_at:
                 raise KeyboardInterrupt
 
@@ -206,6 +210,7 @@ def test_an_interrupted_lora_fine_tune_resumes_to_the_uninterrupted_adapter(tmp_
     assert finetune(tmp_path / "cut", stop_at=3) == {}
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint-2"]
     resumed = finetune(tmp_path / "cut")
+    assert steps_run == [3, 4]  # resumed after checkpoint-2, not trained from scratch
     assert whole.keys() == resumed.keys() and len(whole) > 0
     assert all(np.array_equal(whole[k].numpy(), resumed[k].numpy()) for k in whole)
     assert any(float(v.abs().sum()) > 0 for k, v in whole.items() if "lora_B" in k)  # it learnt something

@@ -54,6 +54,26 @@ def test_cnn_flatten_size_follows_the_input_size():
         assert model(torch.zeros(2, 3, size, size)).shape == (2, 10)
 
 
+@pytest.mark.gpu
+def test_the_study_models_on_a_gpu_give_the_cpus_logits():
+    """A model and batch moved to CUDA compute what they do on the CPU (fp32, TF32 off)."""
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 32, 32) * 255
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        for name in ("cnn", "resnet50"):
+            model = build_model(name, 10, 32, dropout=0.5).eval()
+            with torch.no_grad():
+                on_cpu = model(x)
+                on_gpu = model.to("cuda")(x.to("cuda"))
+            assert on_gpu.device.type == "cuda" and next(model.parameters()).device.type == "cuda"
+            torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-4)
+            assert torch.equal(on_gpu.argmax(1).cpu(), on_cpu.argmax(1))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
 def test_resnet50_trains_only_its_new_head_184410_parameters():
     model = build_model("resnet50", 90, 64, dropout=0.0)
     assert trainable_parameters(model) == 184_410 == MODELS["resnet50"].trainable_parameters(90, 64)

@@ -77,8 +77,13 @@ def test_model_summary_prints_the_new_heads_count_and_leaves_the_studys_unchange
 
 def test_a_timm_model_by_name_trains_its_head_only_and_auto_without_weights_is_recorded_random(tmp_path):
     cfg = TrainConfig(cache_dir=tmp_path / "cache", timm=TimmConfig(name="test_resnet"))
+    untrained = MODELS["timm"].build(3, 32, 0.0, cfg.timm, MODELS["timm"].weights(cfg.timm), 0)
+    trunk = {k: v.detach().clone() for k, v in untrained.backbone.state_dict().items()}
     result = _fit("timm", cfg)
     model = result.model
+    # every weight and batch-norm statistic of the trunk is what it was before training
+    after = model.backbone.state_dict()
+    assert after.keys() == trunk.keys() and all(torch.equal(after[k], v) for k, v in trunk.items())
     assert result.weights_used == "random"  # auto, nothing cached: never called pretrained
     assert len(result.history) == 1 and isinstance(model, FrozenBackboneClassifier)
     assert trainable_parameters(model) == 96 * 3 + 3  # test_resnet's 96 features -> 3 classes
@@ -109,21 +114,44 @@ def test_a_timm_state_dict_file_loads_into_the_trunk_and_is_recorded_by_path_and
 
 
 @pytest.mark.parametrize(
-    "section,key",
+    "section,key,reason,fix",
     [
-        ("timm:\n    name: no_such_net\n", "train.timm.name is 'no_such_net'"),
-        ("timm:\n    weights: pretrained\n", "train.timm.weights is pretrained"),
-        ("clip:\n    model: {tmp}/absent/clip\n", "train.clip.model is '{tmp}/absent/clip'"),
-        ("dinov2:\n    weights: pretrained\n", "train.dinov2.weights is pretrained"),
+        (
+            "timm:\n    name: no_such_net\n",
+            "train.timm.name is 'no_such_net'",
+            "a model timm",  # ... "<version> does not have"
+            "Use a name timm.list_models() lists",
+        ),
+        (
+            "timm:\n    weights: pretrained\n",
+            "train.timm.weights is pretrained",
+            "are not in the local Hugging Face cache",
+            "set train.timm.weights to the path of a state-dict file, auto or none",
+        ),
+        (
+            "clip:\n    model: {tmp}/absent/clip\n",
+            "train.clip.model is '{tmp}/absent/clip'",
+            "there is no such directory",
+            "Give a directory written by CLIPVisionModel.save_pretrained(dir)",
+        ),
+        (
+            "dinov2:\n    weights: pretrained\n",
+            "train.dinov2.weights is pretrained",
+            "'facebook/dinov2-base' is not on this machine",
+            "set train.dinov2.weights to auto or none",
+        ),
     ],
 )
-def test_unusable_backbone_settings_stop_training_with_the_key_and_the_fix(tmp_path, capsys, section, key):
+def test_unusable_backbone_settings_stop_training_with_the_key_and_the_fix(
+    tmp_path, capsys, section, key, reason, fix
+):
     model = section.split(":")[0]
     params = tmp_path / "params.yaml"
     params.write_text(f"train:\n  {section.format(tmp=tmp_path)}")
     assert run(["train", "--params", str(params), "--model", model]) == 2  # before any data is read
     err = " ".join(capsys.readouterr().err.split())
-    assert key.format(tmp=tmp_path) in err and ("Use" in err or "set" in err or "Give" in err)
+    # the key with its value, why it cannot be used, and what to do: words the test path cannot supply
+    assert key.format(tmp=tmp_path) in err and reason in err and fix in err, err
 
 
 # --- transformers encoders: CLIP and DINOv2 -------------------------------------------------------

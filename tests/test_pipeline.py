@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -72,7 +73,20 @@ def test_exp_run_with_one_mix_trains_only_that_mix(repo: Path):
     sh("dvc", "checkout", "-q", cwd=repo, check=False)
 
 
+def _train_stage_runs(repo: Path, since_ms: int) -> list:
+    """The train stage's parent MLflow runs in the study's mlflow.db that began after `since_ms`."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`{tracking.STAGE}` = 'train' and tags.`{tracking.SWEEP}` = 'true'"
+    )
+    return [r for r in runs if r.info.start_time >= since_ms]
+
+
 def test_queued_experiments_run_on_two_workers(repo: Path):
+    began = int(time.time() * 1000)
     sh("dvc", "exp", "run", "--queue", "-S", "mix=2r4s,3r0s", cwd=repo)
     sh("dvc", "queue", "start", "-j", "2", cwd=repo)
     deadline = time.monotonic() + 600
@@ -82,6 +96,14 @@ def test_queued_experiments_run_on_two_workers(repo: Path):
     assert status.count("Success") == 2, status
     shown = sh("dvc", "exp", "show", "--json", cwd=repo).stdout
     assert "2r4s" in shown and "3r0s" in shown
+    # Two workers, one job each: the two experiments' train stages ran in two processes at once (their
+    # MLflow runs overlap in time), which one worker taking the jobs in turn cannot give.
+    runs = _train_stage_runs(repo, began)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs), runs
+    assert {m for r in runs for m in ("2r4s", "3r0s") if m in r.info.run_name} == {"2r4s", "3r0s"}
+    assert len({r.data.tags[tracking.PID] for r in runs}) == 2
+    first, second = sorted(runs, key=lambda r: r.info.start_time)
+    assert second.info.start_time < first.info.end_time, "the second job started after the first ended"
 
 
 def test_push_then_pull_into_a_second_clone_restores_the_data_byte_for_byte(repo: Path, tmp_path: Path):
@@ -93,14 +115,32 @@ def test_push_then_pull_into_a_second_clone_restores_the_data_byte_for_byte(repo
         assert all_files(clone / folder) == all_files(repo / folder), folder
 
 
-def test_mlflow_run_train_entry_point_logs_a_run(repo: Path):
+def test_mlflow_run_train_entry_point_logs_a_run(repo: Path, tmp_path: Path):
+    """`mlflow run -e train` trains the mix and logs its runs, into a tracking store of this test's own
+    (the study's mlflow.db already holds runs of every mix other tests trained)."""
     import mlflow
 
-    sh("mlflow", "run", ".", "-e", "train", "-P", "mix=3r0s", "--env-manager", "local", cwd=repo)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    experiments = client.search_experiments()
-    runs = client.search_runs([e.experiment_id for e in experiments], f"tags.`{tracking.MIX}` = '3r0s'")
-    assert {r.data.tags.get(tracking.MODEL) for r in runs} == {"cnn", "resnet50"}
+    store = f"sqlite:///{tmp_path / 'own.db'}"
+    for stale in repo.glob("runs/*/3r0s"):  # so this command is what trains them
+        shutil.rmtree(stale)
+    try:
+        sh(
+            "mlflow", "run", ".", "-e", "train", "-P", "mix=3r0s", "--env-manager", "local",
+            cwd=repo, env={"MLFLOW_TRACKING_URI": store},
+        )  # fmt: skip
+        client = mlflow.MlflowClient(tracking_uri=store)
+        experiments = client.search_experiments()
+        runs = client.search_runs([e.experiment_id for e in experiments], f"tags.`{tracking.MIX}` = '3r0s'")
+        logged = {(r.data.tags.get(tracking.MODEL), r.data.tags.get(tracking.SEED)): r for r in runs}
+        assert set(logged) == {(m, s) for m in ("cnn", "resnet50") for s in ("0", "1")}
+        assert all(r.info.status == "FINISHED" and "final_f1_macro" in r.data.metrics for r in runs)
+        for (model, seed), run in logged.items():  # the very runs whose folders it wrote
+            record = json.loads((repo / "runs" / model / "3r0s" / f"seed{seed}" / "run.json").read_text())
+            assert record["mlflow_run_id"] == run.info.run_id
+    finally:  # put the repository back as the other tests found it
+        for made in repo.glob("runs/*/3r0s"):
+            shutil.rmtree(made)
+        sh("git", "checkout", "--", ".", cwd=repo)
 
 
 # Compute-only settings: the scenario below keeps the repository's mixes, split sizes and controls.

@@ -122,8 +122,17 @@ def test_vendi_of_equally_similar_images_has_its_closed_form():
     x = np.hstack([np.full((n, 1), math.sqrt(c)), math.sqrt(1 - c) * np.eye(n)])
     eig = np.array([(1 - c + n * c) / n] + [(1 - c) / n] * (n - 1))
     assert q.vendi(x) == pytest.approx(math.exp(-(eig * np.log(eig)).sum()))
+
+
+def test_vendi_of_random_features_is_the_exponentiated_entropy_of_their_cosine_kernel():
+    # The definition, on the n x n kernel (vendi may use the d x d one when n > d): exp of the entropy
+    # of the eigenvalues of K/n, K the cosine similarities. For 30 iid 8-d normals that is near 8.
     x = _normal(1, 30, 8)
-    assert 1.0 <= q.vendi(x) <= 8.0
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    eig = np.clip(np.linalg.eigvalsh(unit @ unit.T / len(x)), 1e-300, None)
+    assert q.vendi(x) == pytest.approx(math.exp(-(eig * np.log(eig)).sum()))
+    assert 6.0 < q.vendi(x) <= 8.0
+    assert q.vendi(np.vstack([x[:2]] * 15)) == pytest.approx(q.vendi(x[:2]))  # copies add nothing
 
 
 # --- nearest real image ----------------------------------------------------------------------------
@@ -196,10 +205,23 @@ def test_coverage_interval_is_not_a_point_at_zero_or_one_coverage():
 
 def test_bootstrap_interval_is_deterministic_and_checks_its_arguments():
     real, fake = _normal(1, 25, 3), _normal(2, 25, 3, 1.0)
-    first = q.coverage_interval(real, fake, 3, samples=50, confidence=0.9, seed=5)
-    assert first == q.coverage_interval(real, fake, 3, samples=50, confidence=0.9, seed=5)
-    assert first.low <= first.estimate <= first.high and first.samples == 50
-    with pytest.raises(ValueError, match="confidence"):
+
+    def gap(r: np.ndarray, f: np.ndarray) -> float:
+        return float(f.mean() - r.mean())
+
+    first = q.bootstrap_interval(gap, real, fake, samples=50, confidence=0.9, seed=5)
+    assert first == q.bootstrap_interval(gap, real, fake, samples=50, confidence=0.9, seed=5)
+    assert first != q.bootstrap_interval(gap, real, fake, samples=50, confidence=0.9, seed=6)  # seed is used
+    assert first.estimate == gap(real, fake) and first.low < first.estimate < first.high
+    assert (first.samples, first.confidence) == (50, 0.9)
+    # the statistics built on it are deterministic too
+    coverage = q.coverage_interval(real, fake, 3, samples=50, confidence=0.9, seed=5)
+    assert coverage == q.coverage_interval(real, fake, 3, samples=50, confidence=0.9, seed=5)
+    with pytest.raises(ValueError, match=r"confidence must lie in \(0, 1\), got 1.0"):
+        q.bootstrap_interval(gap, real, fake, samples=10, confidence=1.0)
+    with pytest.raises(ValueError, match="samples must be at least 1, got 0"):
+        q.bootstrap_interval(gap, real, fake, samples=0)
+    with pytest.raises(ValueError, match=r"confidence must lie in \(0, 1\), got 1.0"):
         q.kid_interval(real, fake, samples=10, confidence=1.0)
 
 

@@ -55,8 +55,13 @@ def env_for(repo: Path) -> dict[str, str]:
     return env
 
 
-def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(args), cwd=cwd, env=env_for(cwd), capture_output=True, text=True)
+def sh(
+    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command in `cwd` with `env_for(cwd)`, updated by `env`."""
+    result = subprocess.run(
+        list(args), cwd=cwd, env={**env_for(cwd), **(env or {})}, capture_output=True, text=True
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
