@@ -47,7 +47,9 @@ TINY_PARAMS = {
 
 
 def env_for(repo: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    # mlflow.set_experiment in this process exports MLFLOW_EXPERIMENT_ID: a child in another store
+    # must not inherit an experiment id that store has never had
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
     env["HF_HUB_OFFLINE"] = "1"

@@ -70,27 +70,22 @@ def tracking_uri() -> str:
 
 def tracking_server() -> str | None:
     """tracking_uri() when it is a tracking server (which is also the UI); None for a local store."""
-    uri = tracking_uri()
-    return uri if uri.startswith(("http://", "https://")) else None
+    return uri if (uri := tracking_uri()).startswith(("http://", "https://")) else None
 
 
 def experiment_url(experiment_id: str, ui: str | None = None) -> str:
     """The MLflow UI page of the experiment's training runs: the runs table under 'Model training'
     (`workflowType=machine_learning`; without it MLflow 3 opens a fresh browser on its GenAI overview,
     whatever the experiment's kind tag says), one row per (model, mix, seed) run, best macro F1 first.
-
-    `ui` is the UI's address: by default the tracking server when tracking_uri() is one (the server is
-    the UI), else what `mlflow ui` serves.
-    """
+    `ui`: the UI's address, by default the tracking server when tracking_uri() is one, else `mlflow ui`'s."""
     from urllib.parse import quote, urlencode
 
     ui = ui or tracking_server() or UI_ADDRESS
-    query = {
-        "workflowType": "machine_learning",
-        "searchFilter": TRAINING_RUNS,
-        "orderByKey": "metrics.`final_f1_macro`",  # runs/mlflow_log.py logs final_<metric>
+    order = {
+        "orderByKey": "metrics.`final_f1_macro`",
         "orderByAsc": "false",
-    }
+    }  # mlflow_log logs final_<metric>
+    query = {"workflowType": "machine_learning", "searchFilter": TRAINING_RUNS, **order}
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 

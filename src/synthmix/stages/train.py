@@ -106,14 +106,8 @@ def plan_runs(
 def code_version() -> str:
     """Hash of the code that decides a run's numbers: a change to any of it retrains every run."""
     package = Path(__file__).parents[1]
-    result_code = (
-        "data/images.py",
-        "train/features.py",
-        "train/fit.py",
-        "runs/evaluate.py",
-        "train/augment.py",
-    )
-    files = [*sorted((package / "models").glob("*.py")), *(package / name for name in result_code)]
+    result_code = ("data/images", "train/features", "train/fit", "runs/evaluate", "train/augment")
+    files = [*sorted((package / "models").glob("*.py")), *(package / f"{name}.py" for name in result_code)]
     return sha256_json([path.read_text() for path in files])[:16]
 
 
