@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
     for item in gpu_tests:
         item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_reaches_the_commands_tests_start():
+    """Ctrl-C as a terminal gives it: a process a test starts inherits its SIGINT disposition and mask
+    from pytest's, and a test that left SIGINT ignored or blocked would make every later Ctrl-C test
+    pass or fail for that reason instead of the command's. Restore both before each test."""
+    if os.name == "posix":
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 def write_image(path: Path, seed: int, size: int = 12, mode: str = "RGB") -> Path:
