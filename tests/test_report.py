@@ -255,31 +255,30 @@ def test_the_report_holds_the_tables_every_figure_and_provenance(study):
     assert not list(study.glob(".reports*"))  # no staging folder left behind
 
 
-def _chromium() -> str | None:
+def _chromium() -> str:
+    """Chromium's path; the test skips without it (and fails in CI, which must install it)."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    return found or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-
-
-def test_every_figure_of_report_html_loads_in_headless_chromium(study, tmp_path):
-    chromium = _chromium()
-    if chromium is None:
+    found = found or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if found is None:
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is missing in CI: run scripts/install-browser.sh before the tests.")
         pytest.skip("chromium is not installed (scripts/install-browser.sh installs it)")
+    return found
+
+
+def _report_dom(study: Path, tmp_path: Path, checker: str, *flags: str) -> str:
+    """report.html as headless Chromium leaves it once loaded, with `checker` run on its load event."""
+    chromium = _chromium()
     report_stage(load_params(), log_to_mlflow=False)
     page = (study / "reports" / "report.html").read_text()
-    # The checker runs after every image has loaded or failed, and writes its verdict into the DOM.
-    checker = """<script>window.addEventListener('load', () => {
-      const imgs = [...document.images];
-      const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
-      document.body.setAttribute('data-images', ok + '/' + imgs.length); });</script>"""
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", checker + "</body>"))
-    dom = subprocess.run(
+    return subprocess.run(
         [
             chromium,
             *CHROMIUM_FLAGS,
             f"--user-data-dir={tmp_path / 'profile'}",
+            *flags,
             "--virtual-time-budget=5000",
             "--dump-dom",
             probe.as_uri(),
@@ -288,6 +287,16 @@ def test_every_figure_of_report_html_loads_in_headless_chromium(study, tmp_path)
         text=True,
         timeout=90,
     ).stdout
+
+
+def test_every_figure_of_report_html_loads_in_headless_chromium(study, tmp_path):
+    # The checker runs after every image has loaded or failed, and writes its verdict into the DOM.
+    checker = """<script>window.addEventListener('load', () => {
+      const imgs = [...document.images];
+      const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+      document.body.setAttribute('data-images', ok + '/' + imgs.length); });</script>"""
+    dom = _report_dom(study, tmp_path, checker)
+    page = (study / "reports" / "report.html").read_text()
     match = re.search(r'data-images="(\d+)/(\d+)"', dom)
     assert match, "the page did not finish loading in chromium"
     assert match.group(1) == match.group(2) == str(page.count("<img "))
@@ -541,13 +550,6 @@ def test_the_answer_comes_first_in_markdown_and_its_sentences_count_the_verdicts
 
 
 def test_the_first_screen_at_1280_by_800_shows_the_headline_figure_and_the_verdicts(study, tmp_path):
-    chromium = _chromium()
-    if chromium is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing in CI: run scripts/install-browser.sh before the tests.")
-        pytest.skip("chromium is not installed (scripts/install-browser.sh installs it)")
-    report_stage(load_params(), log_to_mlflow=False)
-    page = (study / "reports" / "report.html").read_text()
     checker = """<script>window.addEventListener('load', () => {
       const bottom = id => { const e = document.getElementById(id);
         return e ? Math.ceil(e.getBoundingClientRect().bottom + window.scrollY) : -1; };
@@ -555,15 +557,7 @@ def test_the_first_screen_at_1280_by_800_shows_the_headline_figure_and_the_verdi
       const loaded = img && img.complete && img.naturalWidth > 0 ? 1 : 0;
       document.body.setAttribute('data-screen', [window.innerWidth, window.innerHeight, loaded,
         bottom('headline'), bottom('verdicts'), bottom('answer')].join(' ')); });</script>"""
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.replace("</body>", checker + "</body>"))
-    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,800"]
-    dom = subprocess.run(
-        [chromium, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    ).stdout
+    dom = _report_dom(study, tmp_path, checker, "--window-size=1280,800")
     match = re.search(r'data-screen="(\d+) (\d+) (\d) (-?\d+) (-?\d+) (-?\d+)"', dom)
     assert match, "the page did not finish loading in chromium"
     width, height, loaded, *bottoms = map(int, match.groups())
