@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import write_image
 from synthmix.core.errors import UserError
+from synthmix.data import copies
 from synthmix.data.importing import import_tree, write_default_data
 from synthmix.data.real import decode_array, find_class_root, load_rgb, read_manifest, validate_tree
 from synthmix.data.split import SplitSizes, prepare_split, split_records
@@ -154,6 +155,14 @@ def test_duplicate_photos_never_leak_across_the_split(tmp_path, image_tree):
     assert len({r.sha256 for r in records}) == len(records)
 
 
+def _smooth_photo(path: Path, seed: int, size: int = 40) -> Path:
+    """A photo-like picture: smooth shapes, not pixel noise (noise has no copy once resampled)."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, size=(5, 5, 3), dtype=np.uint8), "RGB")
+    coarse.resize((size, size), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
 def _resized_jpeg_copy(photo: Path, target: Path) -> Path:
     """The photo three times larger, re-encoded as a JPEG: other bytes, the same picture."""
     with Image.open(photo) as img:
@@ -164,10 +173,11 @@ def _resized_jpeg_copy(photo: Path, target: Path) -> Path:
 
 
 def test_a_resized_jpeg_copy_of_a_training_photo_is_kept_out_of_the_test_split_and_reported(
-    tmp_path, image_tree
+    tmp_path, image_tree, monkeypatch
 ):
     root = image_tree({"a": 7, "b": 7})
     photo = root / "a" / "img_000.png"
+    _smooth_photo(photo, seed=5)
     copy = _resized_jpeg_copy(photo, root / "a" / "copy_of_img_000.jpg")
     records, _ = validate_tree(root)
     assert len(records) == 15  # other bytes: the exact-duplicate check lets the copy through
@@ -175,18 +185,17 @@ def test_a_resized_jpeg_copy_of_a_training_photo_is_kept_out_of_the_test_split_a
     def splits(rows) -> dict[Path, str]:
         return {r.path: r.split for r in rows}
 
-    # A seed whose split, with the check off (no distance is below 0), puts one of the two in the
+    # A seed whose split, with the check off (no correlation reaches 2), puts one of the two in the
     # training split and the other in the test split.
-    seed = next(
-        s
-        for s in range(50)
-        if {
-            splits(split_records(records, SplitSizes(4, 2), s, near_duplicate_distance=-1)[0]).get(p)
-            for p in (photo, copy)
-        }
-        == {"train", "test"}
-    )
-    unchecked, _ = split_records(records, SplitSizes(4, 2), seed, near_duplicate_distance=-1)
+    with monkeypatch.context() as off:
+        off.setattr(copies, "THRESHOLDS", dict.fromkeys(copies.THRESHOLDS, 2.0))
+        seed = next(
+            s
+            for s in range(50)
+            if {splits(split_records(records, SplitSizes(4, 2), s)[0]).get(p) for p in (photo, copy)}
+            == {"train", "test"}
+        )
+        unchecked, _ = split_records(records, SplitSizes(4, 2), seed)
     rows, rejected = prepare_split(root, tmp_path / "prepared", SplitSizes(4, 2), seed=seed)
 
     (trained,) = [p for p in (photo, copy) if splits(rows).get(p) == "train"]
@@ -195,9 +204,12 @@ def test_a_resized_jpeg_copy_of_a_training_photo_is_kept_out_of_the_test_split_a
     assert sum(r.split == "test" and r.label == "a" for r in rows) == 2
     assert [r for r in rows if r.split == "train"] == [r for r in unchecked if r.split == "train"]
     with open(tmp_path / "prepared" / "rejected.csv", newline="") as fh:
-        reported = {row["path"]: row["reason"] for row in csv.DictReader(fh)}
-    assert reported[twin.as_posix()].startswith(f"near-duplicate of {trained.as_posix()} (training split")
-    assert "perceptual-hash distance" in reported[twin.as_posix()]
+        reported = {row["path"]: row for row in csv.DictReader(fh)}
+    row = reported[twin.as_posix()]
+    assert row["reason"].startswith(f"near-copy of {trained.as_posix()} (train split")
+    assert row["copy_of"] == trained.as_posix()
+    assert float(row["aligned_correlation"]) >= copies.THRESHOLDS[16]
+    assert 0.5 <= float(row["search_similarity"]) <= 1.0
     assert [r.path for r in rejected] == [twin]
 
 
@@ -227,10 +239,9 @@ def test_default_data_is_the_real_digits_and_deterministic(tmp_path):
         a.read_bytes() == (tmp_path / "d2" / a.relative_to(tmp_path / "d1")).read_bytes() for a in files1
     )
     assert np.asarray(Image.open(files1[0])).shape == (8, 8)
-    # Digit scans are small and alike: the near-duplicate check must cost the split only a handful of
-    # test images (3 at the defaults: distinct scans whose hashes differ in 4 bits).
-    _, near_duplicates = split_records(validate_tree(tmp_path / "d1")[0], SplitSizes(30, 30), seed=0)
-    assert len(near_duplicates) <= 5
+    # Digit scans are small and alike, yet all 1,797 are distinct: the copy check rejects none of them.
+    _, near_copies = split_records(validate_tree(tmp_path / "d1")[0], SplitSizes(30, 30, 30, 60), seed=0)
+    assert near_copies == []
 
 
 def test_import_copies_usable_images_and_reports_the_rest(tmp_path):

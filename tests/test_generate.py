@@ -19,6 +19,7 @@ import yaml
 from synthmix.cli import run
 from synthmix.config.params import GENERATORS, DDPMConfig, Text2ImageConfig, load_params
 from synthmix.core.errors import UserError
+from synthmix.data import copies
 from synthmix.data.real import read_manifest
 from synthmix.generate import text2image
 from synthmix.generate.manifest import (
@@ -205,7 +206,7 @@ def test_the_synthetic_manifest_reads_back_what_was_written_sorted_by_class_then
         )
 
     blocked = row("a", 1, blocked=True, source_path=Path("data/a/x.png"))
-    copy = row("b", 0, near_test_path=Path("data/b/y.png"), near_test_distance=2)
+    copy = row("b", 0, near_test_path=Path("data/b/y.png"), near_test_similarity=0.9991)
     write_synthetic_manifest([copy, blocked, row("a", 0)], tmp_path / "synthetic" / "manifest.csv")
     assert read_synthetic_manifest(tmp_path / "synthetic" / "manifest.csv") == [row("a", 0), blocked, copy]
     header = (tmp_path / "synthetic" / "manifest.csv").read_text().splitlines()[0]
@@ -549,7 +550,7 @@ def test_a_synthetic_copy_of_a_test_image_is_flagged_with_both_paths_and_never_u
     rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
     flagged = [(r.path, r.near_test_path) for r in rows if r.near_test_path is not None]
     assert flagged == [(Path(f"synthetic/b/{i:04d}.png"), test_image) for i in range(3)]
-    assert all(r.near_test_distance <= 4 and not usable(r) for r in rows if r.label == "b")
+    assert all(r.near_test_similarity >= copies.THRESHOLDS[8] and not usable(r) for r in rows if r.label == "b")
     assert all(usable(r) for r in rows if r.label == "ankle_boot")
     assert summary.near_test == 3
 

@@ -82,7 +82,7 @@ def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
                     sha256_file(path),
                     blocked,
                     near_test_path=near,
-                    near_test_distance=2 if near else None,
+                    near_test_similarity=0.9991 if near else None,
                 )
             )
     write_synthetic_manifest(synthetic, Path("synthetic/manifest.csv"))

@@ -87,7 +87,7 @@ def data_import(
     dvc: bool = typer.Option(True, help="Track the imported set with DVC (dvc add) afterwards."),
 ) -> None:
     """Validate your own images and make them the real set (copied into data.dir, tracked by DVC)."""
-    from synthmix.data.importing import import_tree
+    from synthmix.data.importing import import_tree, near_copies_per_class
 
     params = _params(params_file)
     from synthmix.data.split import SplitSizes, capacity_warnings
@@ -99,8 +99,17 @@ def data_import(
     console.print(_class_counts_line(counts))
     if rejected:
         console.print(f"[yellow]Left out {len(rejected)} files; each is listed with its reason in {report}.")
+    lost = near_copies_per_class(records)
+    for label, n in sorted(lost.items(), key=lambda item: (-item[1], item[0]))[:10]:
+        console.print(
+            f"[yellow]Class '{label}': {n} image(s) are near-copies (resized, re-encoded, cropped, re-toned or "
+            "mirrored) of another image; prepare keeps one of each and lists the rest in rejected.csv."
+        )
+    if len(lost) > 10:
+        console.print(f"[yellow]... and {len(lost) - 10} more classes with near-copies.")
+    distinct = {label: n - lost.get(label, 0) for label, n in counts.items()}
     sizes = SplitSizes(cfg.train_per_class, cfg.test_per_class, cfg.extra_per_class, cfg.pool_per_class)
-    for warning in capacity_warnings(counts, sizes, cfg.drop_small_classes):
+    for warning in capacity_warnings(distinct, sizes, cfg.drop_small_classes):
         console.print(f"[yellow]Warning: {warning}", soft_wrap=True)
     if dvc:
         _dvc_add(params.data.dir)

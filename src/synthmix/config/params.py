@@ -50,7 +50,6 @@ from synthmix.config.types import (
 )
 from synthmix.core.errors import UserError
 from synthmix.data.mixes import REDRAWABLE, Draw, Mix
-from synthmix.data.real import NEAR_DUPLICATE_DISTANCE
 from synthmix.data.vetting import FILTERS_NAME
 
 
@@ -70,8 +69,6 @@ class DataConfig(Section):
     test_per_class: PositiveInt = 30
     seed: int = 0
     drop_small_classes: bool = False  # True: drop a class with too few images (warned), else fail
-    # perceptual-hash bits (of 64) within which two images are copies: kept out of test, never trained on
-    near_duplicate_distance: Annotated[int, Field(ge=0, le=64)] = NEAR_DUPLICATE_DISTANCE
     extra_per_class: Count = 30  # real images a class past train_per_class, for e.g. 60r0s (data/split.py)
     pool_per_class: Count = 60  # real images a class only the generator learns from (data/split.py)
 

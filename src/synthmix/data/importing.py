@@ -13,6 +13,8 @@ from PIL import Image
 
 from synthmix.core.errors import UserError
 from synthmix.core.progress import progress
+from synthmix.data import copies
+from synthmix.data.copies import Fingerprints
 from synthmix.data.real import ImageRecord, Rejection, validate_tree, write_rejections
 
 
@@ -69,3 +71,16 @@ def _flat_name(path: Path, source: Path, label: str) -> str:
     # Files in nested subfolders of a class keep their relative path in the name, so none collide.
     class_dir = next(p for p in path.parents if p.name == label and source in (p, *p.parents))
     return "__".join(path.relative_to(class_dir).parts)
+
+
+def near_copies_per_class(records: list[ImageRecord]) -> dict[str, int]:
+    """Class -> images that are near-copies (data/copies.py) of another image of the set: what prepare
+    will leave out, keeping one of each group of copies (which one depends on the seeded order)."""
+    group = copies.groups(Fingerprints.stack([(r.thumb, r.side) for r in records]))
+    seen: set[int] = set()
+    lost: dict[str, int] = {}
+    for i, record in enumerate(records):
+        if group[i] in seen:
+            lost[record.label] = lost.get(record.label, 0) + 1
+        seen.add(group[i])
+    return dict(sorted(lost.items()))

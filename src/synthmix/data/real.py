@@ -4,8 +4,9 @@ Every image is decoded here, at the edge, by `load_rgb`: the one place that turn
 brings (greyscale, palette, RGBA, CMYK, 16-bit, EXIF-rotated) into correct 8-bit RGB, or says why it
 cannot. Files that fail are listed with a reason and left out; nothing is deleted.
 
-Byte-identical copies are caught by sha256 (`deduplicate`); resized or re-encoded ones by a perceptual
-hash (`perceptual_hash`, `nearest`), used by `split.split_records` and by generate (synthetic vs test).
+Byte-identical copies are caught by sha256 (`deduplicate`); resized, re-encoded, cropped or re-toned
+ones by `copies` from each image's fingerprint (taken here, while the image is decoded), used by
+`split.split_records` and by generate (synthetic vs test).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from synthmix.core.errors import UserError
 from synthmix.core.files import atomic_path, read_csv, sha256_file
 from synthmix.core.progress import progress
+from synthmix.data.copies import fingerprint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MANIFEST_FIELDS = ("path", "class", "sha256", "split", "rank")
-# data.near_duplicate_distance's default: bits in which two images' 64-bit perceptual hashes differ at
-# most to count as copies. Resized JPEG copies differ in <= 4; 93 of 1.6M pairs of digit scans do too.
-NEAR_DUPLICATE_DISTANCE = 4
+REJECTION_FIELDS = ("path", "reason", "copy_of", "search_similarity", "aligned_correlation")
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,19 @@ class ImageRecord:
     path: Path
     label: str
     sha256: str
-    phash: int  # perceptual_hash of the decoded image
+    thumb: np.ndarray = field(compare=False, repr=False)  # copies.fingerprint's greyscale thumbnail
+    side: int = 0  # the decoded image's shorter side in pixels (copies.fingerprint)
 
 
 @dataclass(frozen=True)
 class Rejection:
     path: Path
     reason: str
+    # A near-copy's twin (the image kept), and the two scores of the pair (data/copies.py)
+    copy_of: Path | None = None
+    copy_split: str | None = None  # the split of the twin: train, test, extra or pool
+    search: float | None = None
+    aligned: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,22 +106,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
-
-
-def perceptual_hash(img: Image.Image) -> int:
-    """The 64-bit DCT perceptual hash (imagehash.phash): about the same for a resized or re-encoded copy."""
-    import imagehash
-
-    return int(str(imagehash.phash(img, hash_size=8)), 16)
-
-
-def nearest(hashes: Sequence[int], reference: Sequence[int]) -> tuple[list[int], list[int]]:
-    """For each hash, the index of the nearest reference hash and the Hamming distance (-1, 65 if none)."""
-    if not len(reference):
-        return [-1] * len(hashes), [65] * len(hashes)
-    table = np.asarray(reference, dtype=np.uint64)
-    bits = [np.bitwise_count(np.uint64(h) ^ table) for h in hashes]
-    return [int(b.argmin()) for b in bits], [int(b.min()) for b in bits]
 
 
 def decode_array(path: Path, size: int | None = None) -> np.ndarray:
@@ -185,7 +175,7 @@ def validate_tree(
         except ValueError as reason:
             rejected.append(Rejection(path, str(reason)))
             continue
-        records.append(ImageRecord(path, label, sha256_file(path), perceptual_hash(img)))
+        records.append(ImageRecord(path, label, sha256_file(path), *fingerprint(img)))
     records, duplicates = deduplicate(records)
     return records, rejected + duplicates
 
@@ -220,8 +210,12 @@ def write_rejections(rejections: Iterable[Rejection], path: Path) -> None:
     rows = sorted(rejections, key=lambda r: str(r.path))
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(("path", "reason"))
-        writer.writerows((r.path.as_posix(), r.reason) for r in rows)
+        writer.writerow(REJECTION_FIELDS)
+        for r in rows:
+            scores = (
+                ("", "") if r.search is None or r.aligned is None else (f"{r.search:.4f}", f"{r.aligned:.4f}")
+            )
+            writer.writerow((r.path.as_posix(), r.reason, r.copy_of.as_posix() if r.copy_of else "", *scores))
 
 
 # --- split manifests ------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The seeded per-class split: train, test, extra real images and the generator's own pool.
 
 Each class's images are shuffled by (data.seed, class) and dealt out in order: `train_per_class`
-training images (nested ranks: 15 of them are among the first 30), then `test_per_class` test images
-(skipping near-duplicates of a training image), then up to `extra_per_class` extra real images for
-the extra-real control (e.g. 60r0s), then up to `pool_per_class` images the generator alone learns
-from, neither trained on nor tested by the classifier. Extra and pool images that nearly copy a
-training or test image are skipped. A class short of train + test images fails (or is dropped);
+training images (nested ranks: 15 of them are among the first 30), then `test_per_class` test images,
+then up to `extra_per_class` extra real images for the extra-real control (e.g. 60r0s), then up to
+`pool_per_class` images the generator alone learns from, neither trained on nor tested by the
+classifier. Every split is checked against every other and against itself: an image that is a
+near-copy (data/copies.py) of one already dealt, in any split or class, is skipped and listed in
+rejected.csv with its twin and both scores. A class short of train + test images fails (or is dropped);
 short extra or pool images are only recorded in split.json, where `SplitSummary` reads them: a mix
 the data cannot serve is skipped and the report says why; a pool too small for any class means the
 generator learns from the training split instead.
@@ -25,12 +26,12 @@ from typing import Protocol, TypeVar
 
 from synthmix.core.errors import UserError
 from synthmix.core.files import write_json
+from synthmix.data import copies
+from synthmix.data.copies import Fingerprints
 from synthmix.data.real import (
-    NEAR_DUPLICATE_DISTANCE,
     ImageRecord,
     Rejection,
     SplitRow,
-    nearest,
     validate_tree,
     write_manifest,
     write_rejections,
@@ -173,11 +174,7 @@ def capacity_warnings(counts: dict[str, int], sizes: SplitSizes, drop_small_clas
 
 
 def split_records(
-    records: Sequence[ImageRecord],
-    sizes: SplitSizes,
-    seed: int,
-    drop_small_classes: bool = False,
-    near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE,
+    records: Sequence[ImageRecord], sizes: SplitSizes, seed: int, drop_small_classes: bool = False
 ) -> tuple[list[SplitRow], list[Rejection]]:
     """The seeded split of `records` (see the module docstring), and the images left out as copies.
 
@@ -189,21 +186,26 @@ def split_records(
         orders[record.label].append(record)
     for label in orders:
         random.Random(_class_seed(seed, label)).shuffle(orders[label])
-    training = [record for order in orders.values() for record in order[: sizes.train]]
-    tests, copies, rests = {}, {}, {}
+    dealer = _Dealer([r for order in orders.values() for r in order])
+    trains, tests, rests = {}, {}, {}
     for label, order in orders.items():
-        tests[label], copies[label], rests[label] = _take_clean(
-            order[sizes.train :], training, sizes.test, near_duplicate_distance, "training split"
-        )
+        trains[label], rest = dealer.deal(order, sizes.train, "train")
+        rests[label] = rest
+    for label in orders:
+        tests[label], rests[label] = dealer.deal(rests[label], sizes.test, "test")
     needed = sizes.train + sizes.test
-    small = {c: len(o) - len(copies[c]) for c, o in orders.items() if len(tests[c]) < sizes.test}
+    small = {
+        c: len(o) - dealer.lost(c)
+        for c, o in orders.items()
+        if len(trains[c]) < sizes.train or len(tests[c]) < sizes.test
+    }
     if small and not drop_small_classes:
         listing = "; ".join(f"class '{label}' has {count}" for label, count in sorted(small.items()))
         raise UserError(
             f"Too few usable images for a {sizes.train}/{sizes.test} split ({needed} per class "
-            f"needed; near-duplicates of training images do not count): {listing}. Add images to those "
-            "classes, lower data.train_per_class / data.test_per_class in params.yaml, or set "
-            "data.drop_small_classes: true to leave them out."
+            f"needed; near-copies of another image do not count, see data/copies.py): {listing}. Add "
+            "images to those classes, lower data.train_per_class / data.test_per_class in params.yaml, or "
+            "set data.drop_small_classes: true to leave them out."
         )
     for label in sorted(small):
         warnings.warn(
@@ -217,50 +219,86 @@ def split_records(
             f"Only {len(kept_classes)} class(es) have enough images for the split; a classifier needs at "
             "least 2. Add images or lower data.train_per_class / data.test_per_class."
         )
-    seen = training + [r for label in kept_classes for r in tests[label]]
     rows: list[SplitRow] = []
-    rejected = [rejection for label in kept_classes for rejection in copies[label]]
     for label in kept_classes:
-        # Extra and pool images: never a near-copy of an image the classifier trains or tests on.
-        extra_and_pool, skipped, _ = _take_clean(
-            rests[label], seen, sizes.extra + sizes.pool, near_duplicate_distance, "training or test split"
-        )
-        rejected += skipped
-        parts = {
-            "train": orders[label][: sizes.train],
-            "test": tests[label],
-            "extra": extra_and_pool[: sizes.extra],
-            "pool": extra_and_pool[sizes.extra :],
-        }
+        extra, rest = dealer.deal(rests[label], sizes.extra, "extra")
+        pool, _ = dealer.deal(rest, sizes.pool, "pool")
+        parts = {"train": trains[label], "test": tests[label], "extra": extra, "pool": pool}
         for split, records_of_split in parts.items():
             rows += [
                 SplitRow(r.path, label, r.sha256, split, rank) for rank, r in enumerate(records_of_split)
             ]
-    return rows, rejected
+    return rows, dealer.rejections(set(kept_classes))
 
 
-def _take_clean(
-    candidates: Sequence[ImageRecord],
-    reference: Sequence[ImageRecord],
-    count: int,
-    max_distance: int,
-    reference_name: str,
-) -> tuple[list[ImageRecord], list[Rejection], list[ImageRecord]]:
-    """The first `count` candidates that are no near-duplicate of a reference image, those left out on
-    the way, and the candidates not looked at."""
-    chosen: list[ImageRecord] = []
-    left_out: list[Rejection] = []
-    found, distance = nearest([r.phash for r in candidates], [r.phash for r in reference])
-    for position, (record, index, bits) in enumerate(zip(candidates, found, distance, strict=True)):
-        if len(chosen) == count:
-            return chosen, left_out, list(candidates[position:])
-        if bits > max_distance:
-            chosen.append(record)
-            continue
-        twin = reference[index].path.as_posix()
-        why = f"near-duplicate of {twin} ({reference_name}, perceptual-hash distance {bits})"
-        left_out.append(Rejection(record.path, why))
-    return chosen, left_out, []
+class _Dealer:
+    """Deals images into splits, skipping each near-copy of an image already dealt (in any split or
+    class): copies are grouped once over every image (`copies.groups`)."""
+
+    def __init__(self, records: Sequence[ImageRecord]) -> None:
+        self.records = list(records)
+        self.index = {id(r): i for i, r in enumerate(self.records)}
+        self.prints = Fingerprints.stack([(r.thumb, r.side) for r in self.records])
+        self.group = copies.groups(self.prints)
+        self.dealt: dict[int, tuple[int, str]] = {}  # group -> (the image dealt, its split)
+        self.skipped: list[tuple[int, int, str]] = []  # (image, the twin dealt, the twin's split)
+
+    def deal(
+        self, candidates: Sequence[ImageRecord], count: int, split: str
+    ) -> tuple[list[ImageRecord], list[ImageRecord]]:
+        """The first `count` candidates that copy no image dealt so far, and the candidates not reached."""
+        chosen: list[ImageRecord] = []
+        for position, record in enumerate(candidates):
+            if len(chosen) == count:
+                return chosen, list(candidates[position:])
+            i = self.index[id(record)]
+            twin = self.dealt.get(self.group[i])
+            if twin is None:
+                self.dealt[self.group[i]] = (i, split)
+                chosen.append(record)
+            else:
+                self.skipped.append((i, *twin))
+        return chosen, []
+
+    def lost(self, label: str) -> int:
+        return sum(self.records[i].label == label for i, _, _ in self.skipped)
+
+    def rejections(self, classes: set[str]) -> list[Rejection]:
+        """Each skipped copy of a kept class, naming its twin and the pair's two scores."""
+        skipped = [s for s in self.skipped if self.records[s[0]].label in classes]
+        pair_scores = copies.scores(
+            self.prints, [i for i, _, _ in skipped], self.prints, [t for _, t, _ in skipped]
+        )
+        out = []
+        for (i, t, split), (search, aligned) in zip(skipped, pair_scores, strict=True):
+            record, twin = self.records[i], self.records[t]
+            where = f"{split} split" + (f", class '{twin.label}'" if twin.label != record.label else "")
+            why = f"near-copy of {twin.path.as_posix()} ({where}; aligned correlation {aligned:.4f})"
+            out.append(Rejection(record.path, why, twin.path, split, search, aligned))
+        return out
+
+
+def copy_losses(rejected: Sequence[Rejection]) -> dict[str, dict[str, int]]:
+    """Class -> the split of the twin -> images of that class left out as its near-copies."""
+    losses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in rejected:
+        if r.copy_split is not None:
+            losses[r.path.parent.name][r.copy_split] += 1
+    return {label: dict(by_split) for label, by_split in sorted(losses.items())}
+
+
+def describe_losses(losses: dict[str, dict[str, int]], limit: int = 10) -> list[str]:
+    """One line per class that lost images as near-copies, most first: how many, and copies of what."""
+    ranked = sorted(losses.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    lines = [
+        f"Class '{label}' lost {sum(by.values())} image(s) as near-copies ("
+        + ", ".join(f"{n} of a {split} image" for split, n in sorted(by.items()))
+        + ")."
+        for label, by in ranked[:limit]
+    ]
+    if len(ranked) > limit:
+        lines.append(f"... and {len(ranked) - limit} more classes (prepared/rejected.csv lists every pair).")
+    return lines
 
 
 def _class_seed(seed: int, label: str) -> int:
@@ -274,7 +312,6 @@ def prepare_split(
     sizes: SplitSizes,
     seed: int,
     drop_small_classes: bool = False,
-    near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE,
 ) -> tuple[list[SplitRow], list[Rejection]]:
     """Validate the real set; write train.csv, test.csv, extra.csv, pool.csv, split.json and
     rejected.csv (every file left out, with the reason)."""
@@ -284,8 +321,8 @@ def prepare_split(
             f"embedded digits, `synthmix data import PATH` for your own images, or `dvc pull`."
         )
     records, rejected = validate_tree(data_dir)
-    rows, copies = split_records(records, sizes, seed, drop_small_classes, near_duplicate_distance)
-    rejected += copies
+    rows, near_copies = split_records(records, sizes, seed, drop_small_classes)
+    rejected += near_copies
     for split in SPLITS:
         write_manifest([r for r in rows if r.split == split], out_dir / f"{split}.csv")
     counts = {label: dict.fromkeys(SPLITS, 0) for label in sorted({r.label for r in rows})}

@@ -80,7 +80,7 @@ SYNTHETIC_MANIFEST_FIELDS = (
     "blocked",
     "source_path",
     "near_test_path",
-    "near_test_distance",
+    "near_test_similarity",
     "learned_from",
     "negative_prompt",
     "strength",
@@ -106,8 +106,8 @@ class SyntheticRow:
     sha256: str
     blocked: bool = False  # still blocked by the safety checker after max_retries: an all-black image
     source_path: Path | None = None  # the real training image it was made from (image-to-image mode)
-    near_test_path: Path | None = None  # the test image it nearly copies (perceptual hash), if any
-    near_test_distance: int | None = None  # the Hamming distance of their perceptual hashes
+    near_test_path: Path | None = None  # the test image it nearly copies (data/copies.py), if any
+    near_test_similarity: float | None = None  # the pair's aligned correlation
     # which real images the generator learnt from: "pool" (held out from the classifier), "train" (the
     # classifier's own training split) or "" (it learnt from none of this data set's images)
     learned_from: str = ""
@@ -224,7 +224,7 @@ def write_synthetic_manifest(rows: Sequence[SyntheticRow], path: Path) -> None:
                 "true" if r.blocked else "false",
                 _text(r.source_path),
                 _text(r.near_test_path),
-                _text(r.near_test_distance),
+                _text(None if r.near_test_similarity is None else round(r.near_test_similarity, 4)),
                 r.learned_from,
                 r.negative_prompt,
                 _text(r.strength),
@@ -263,7 +263,7 @@ def read_synthetic_manifest(path: Path) -> list[SyntheticRow]:
             r["blocked"] == "true",
             Path(r["source_path"]) if r["source_path"] else None,
             Path(r["near_test_path"]) if r["near_test_path"] else None,
-            int(r["near_test_distance"]) if r["near_test_distance"] else None,
+            float(r["near_test_similarity"]) if r["near_test_similarity"] else None,
             r["learned_from"],
             r["negative_prompt"],
             float(r["strength"]) if r["strength"] else None,

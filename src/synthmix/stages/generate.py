@@ -12,8 +12,8 @@ seed, retries; see `manifest`), so a rerun keeps exactly the finished images who
 redoes the rest; synthetic/ ends up holding only the PNGs and manifest.csv.
 
 The manifest marks the images no mix may train on (`manifest.usable`): those the safety checker still
-blocks after the retries, and near-copies of a test image (perceptual hashes within
-data.near_duplicate_distance bits of one, the test used to catch copies across the real split).
+blocks after the retries, and near-copies of a test image (data/copies.py, the check that keeps
+copies apart across the real split).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from synthmix.config.params import flatten, to_dict
 from synthmix.core.errors import UserError
 from synthmix.core.files import sha256_file
 from synthmix.core.progress import progress
-from synthmix.data.real import SplitRow, load_rgb, nearest, perceptual_hash, read_manifest
+from synthmix.data import copies
+from synthmix.data.copies import Fingerprints, fingerprint
+from synthmix.data.real import SplitRow, load_rgb, read_manifest
 from synthmix.data.split import read_split_summary
 from synthmix.generate.manifest import (
     MANIFEST_NAME,
@@ -167,9 +169,9 @@ class _RealSplit:
         return cls(_training_rows(prepared_dir / "train.csv"), pool, read_manifest(prepared_dir / "test.csv"))
 
     @functools.cached_property
-    def test_hashes(self) -> list[int]:
-        """Perceptual hashes of the test images, for flag_test_copies (computed on first use)."""
-        return [perceptual_hash(load_rgb(r.path)) for r in self.test]
+    def test_prints(self) -> Fingerprints:
+        """Fingerprints of the test images, for flag_test_copies (computed on first use)."""
+        return Fingerprints.stack([fingerprint(load_rgb(r.path)) for r in self.test])
 
 
 def _generate_one(params: Params, cfg: GenerateConfig, real: _RealSplit) -> GenerateSummary:
@@ -208,7 +210,7 @@ def _generate_one(params: Params, cfg: GenerateConfig, real: _RealSplit) -> Gene
 
         if state.is_main_process:
             rows = _collect_rows(cfg, classes, source, digest, total)
-            rows = flag_test_copies(rows, real.test, real.test_hashes, params.data.near_duplicate_distance)
+            rows = flag_test_copies(rows, real.test, real.test_prints)
             others = [params.generate.generator_dir(n).name for n in params.generate.names if n != cfg.name]
             remove_strays(
                 cfg.out_dir, classes, total, others if cfg.name == params.generate.first_name else ()
@@ -249,17 +251,22 @@ def _path(cfg: GenerateConfig, key: ImageKey) -> Path:
 
 
 def flag_test_copies(
-    rows: Sequence[SyntheticRow], test_rows: Sequence[SplitRow], test_hashes: Sequence[int], max_distance: int
+    rows: Sequence[SyntheticRow], test_rows: Sequence[SplitRow], test_prints: Fingerprints
 ) -> list[SyntheticRow]:
-    """`rows` with near_test_path/near_test_distance set on each image whose perceptual hash is within
-    `max_distance` bits of a test image's (of any class; `test_hashes` in test_rows' order): a
-    near-copy of a test image."""
-    found, distance = nearest([perceptual_hash(load_rgb(r.path)) for r in rows], test_hashes)
+    """`rows` with near_test_path/near_test_similarity set on each image that is a near-copy
+    (data/copies.py) of a test image of any class (`test_prints` in test_rows' order): the closest."""
+    prints = Fingerprints.stack([fingerprint(load_rgb(r.path)) for r in rows])
+    closest: dict[int, copies.Pair] = {}
+    for pair in copies.find_copies(prints, test_prints):
+        if pair.query not in closest or pair.aligned > closest[pair.query].aligned:
+            closest[pair.query] = pair
     return [
-        replace(row, near_test_path=test_rows[index].path, near_test_distance=int(bits))
-        if bits <= max_distance
-        else replace(row, near_test_path=None, near_test_distance=None)
-        for row, index, bits in zip(rows, found, distance, strict=True)
+        replace(
+            row, near_test_path=test_rows[closest[i].reference].path, near_test_similarity=closest[i].aligned
+        )
+        if i in closest
+        else replace(row, near_test_path=None, near_test_similarity=None)
+        for i, row in enumerate(rows)
     ]
 
 
