@@ -10,9 +10,9 @@ The sets:
   in greyscale, or mirrored, they are the same picture, i.e. copies by this benchmark's own
   transformations.
 
-Positives: for `--copies` images of each set, one copy per transformation (resize 0.5-2x with a random
-filter, JPEG quality 40-95, a crop removing up to 10% of each side, a rotation up to 5 degrees,
-brightness or contrast 0.7-1.3x, greyscale, mirror); a copy is found when the detector, run over the
+Positives: for `--copies` images of each set, one copy per transformation (resized 0.5-1x and 1-2x
+with a random filter, JPEG quality 40-95, a crop removing up to 10% of each side, a rotation up to 5
+degrees, brightness 0.7-1x and 1-1.3x, contrast 0.7-1.3x, greyscale, mirror); a copy is found when the detector, run over the
 set with the copies added, confirms the pair (copy, original). Negatives: every pair of distinct
 images of one class; flagged when the detector confirms it.
 
@@ -52,7 +52,9 @@ VARIANT_WORDS = (
     "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "PURPLE", "BROWN", "BLACK", "WHITE", "PINK", "GREY",
     "LEFT", "RIGHT", "FIRST QUARTER", "LAST QUARTER", "WAXING", "WANING", "FACING",
 )  # fmt: skip
-TRANSFORMS = ("resize", "jpeg", "crop", "rotate", "brightness", "contrast", "greyscale", "mirror")
+TRANSFORMS = (
+    "smaller", "larger", "jpeg", "crop", "rotate", "darker", "brighter", "contrast", "greyscale", "mirror",
+)  # fmt: skip
 
 
 def digits() -> tuple[list[Image.Image], list[int]]:
@@ -90,8 +92,8 @@ def emoji(per_class: int = 60) -> tuple[list[Image.Image], list[int]]:
 def plant(img: Image.Image, transform: str, rng: random.Random) -> Image.Image:
     """A copy of `img` made by one transformation with random strength."""
     w, h = img.size
-    if transform == "resize":
-        f = rng.choice((0.5, 0.75, 1.5, 2.0)) if rng.random() < 0.5 else rng.uniform(0.5, 2.0)
+    if transform in ("smaller", "larger"):
+        f = rng.uniform(0.5, 1.0) if transform == "smaller" else rng.uniform(1.0, 2.0)
         filters = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
         return img.resize((max(1, round(w * f)), max(1, round(h * f))), rng.choice(filters))
     if transform == "jpeg":
@@ -107,8 +109,10 @@ def plant(img: Image.Image, transform: str, rng: random.Random) -> Image.Image:
         border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
         fill = tuple(int(v) for v in np.median(border, axis=0))
         return img.rotate(rng.uniform(-5, 5), resample=Image.Resampling.BICUBIC, fillcolor=fill)
-    if transform == "brightness":
-        return ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
+    if transform in ("darker", "brighter"):
+        return ImageEnhance.Brightness(img).enhance(
+            rng.uniform(0.7, 1.0) if transform == "darker" else rng.uniform(1.0, 1.3)
+        )
     if transform == "contrast":
         return ImageEnhance.Contrast(img).enhance(rng.uniform(0.7, 1.3))
     if transform == "greyscale":

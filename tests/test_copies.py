@@ -16,6 +16,7 @@ from synthmix.data.copies import Fingerprints, fingerprint
 from synthmix.data.importing import near_copies_per_class, write_default_data
 from synthmix.data.real import validate_tree
 from synthmix.data.split import SplitSizes, copy_losses, describe_losses, prepare_split
+from synthmix.report.provenance import real_copies_line
 
 
 def _photo(seed: int, size: int = 96) -> Image.Image:
@@ -113,6 +114,10 @@ def test_a_copy_planted_in_any_split_of_the_digits_is_left_out_and_named(digits_
     }
     lines = describe_losses(copy_losses(rejected))
     assert len(lines) == 4 and all("lost 1 image(s) as near-copies (1 of a " in line for line in lines)
+    # The report's one line on them, and on the clean split.
+    line = real_copies_line(tmp_path / "prepared" / "rejected.csv")
+    assert "prepare left out 4 as copies of another image ('0' 1, '1' 1, '2' 1, '3' 1)" in line
+    assert "none" in real_copies_line(tmp_path / "clean" / "rejected.csv")
 
 
 def test_two_copies_inside_the_pool_leave_one(tmp_path):

@@ -36,6 +36,10 @@ SEARCH_FLOOR = 0.5  # search cosines below this are never confirmed (no planted 
 RESOLUTIONS = (4, 8, 16)  # comparison sides: the largest one the smaller image of a pair reaches
 # Aligned correlation a pair must reach at each comparison side to count as a copy (bench_copies.py).
 THRESHOLDS = {4: 0.9985, 8: 0.9985, 16: 0.99}
+# Pairs below GATE at half the comparison side (unrefined) are not compared at full side: no planted
+# copy in the bench scores below it there.
+GATE = 0.95
+REFINE_ROUNDS = 5  # local-search rounds after the grid of alignments
 
 
 @dataclass(frozen=True)
@@ -111,26 +115,24 @@ def search(
     if not len(query) or not len(reference):
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
-    q_plain, q_mirror = descriptors(query)
-    r_plain, _ = descriptors(reference)
+    q_plain, q_mirror = (torch.from_numpy(d) for d in descriptors(query))
+    r_plain = torch.from_numpy(descriptors(reference)[0])
     k = min(NEIGHBOURS, len(reference) - (1 if same else 0))
-    rows, cols, sims = [], [], []
-    for start in range(0, len(query), block):
-        stop = min(start + block, len(query))
-        sim = np.maximum(q_plain[start:stop] @ r_plain.T, q_mirror[start:stop] @ r_plain.T)
-        if same:
-            sim[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        if k <= 0:
-            continue
-        nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        best = np.take_along_axis(sim, nearest, axis=1)
-        keep = best >= SEARCH_FLOOR
-        rows.append(np.broadcast_to(np.arange(start, stop)[:, None], nearest.shape)[keep])
-        cols.append(nearest[keep])
-        sims.append(best[keep])
-    if not rows:
-        empty = np.zeros(0, np.int64)
+    empty = np.zeros(0, np.int64)
+    if k <= 0:
         return empty, empty, np.zeros(0, np.float32)
+    rows, cols, sims = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(query), block):
+            stop = min(start + block, len(query))
+            sim = torch.maximum(q_plain[start:stop] @ r_plain.T, q_mirror[start:stop] @ r_plain.T)
+            if same:
+                sim[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")
+            best, nearest = sim.topk(k, dim=1)
+            keep = best >= SEARCH_FLOOR
+            rows.append(torch.arange(start, stop)[:, None].expand_as(nearest)[keep].numpy())
+            cols.append(nearest[keep].numpy())
+            sims.append(best[keep].numpy())
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(sims).astype(np.float32)
 
 
@@ -176,49 +178,68 @@ def aligned_correlation(
     sides = resolution(a.sides[ia], b.sides[ib])
     maps = torch.from_numpy(ALIGNMENTS)
     with torch.no_grad():
-        for r in np.unique(sides).tolist():
+        for r in map(int, np.unique(sides)):
             where = np.nonzero(sides == r)[0]
             for start in range(0, len(where), chunk):
                 pairs = where[start : start + chunk]
                 x = torch.from_numpy(a.thumbs[ia[pairs]].astype(np.float32))
                 y = torch.from_numpy(b.thumbs[ib[pairs]].astype(np.float32))
-                best = torch.full((len(pairs),), -1.0)
-                for mirror in (False, True):
-                    ym = y.flip(-1) if mirror else y
-                    for moving, fixed in ((x, ym), (ym, x)):
-                        best = torch.maximum(best, _best_over_maps(moving, fixed, maps, int(r)))
-                out[pairs] = best.numpy()
+                # Half the side first, unrefined: pairs far from a copy there stop (their score is that).
+                if r > RESOLUTIONS[0]:
+                    rough = _best_alignment(
+                        _smoothed(x, r // 2), _smoothed(y, r // 2), maps, r // 2, rounds=0
+                    )
+                    out[pairs] = rough.numpy()
+                    go_on = torch.nonzero(rough >= GATE).flatten()
+                else:
+                    go_on = torch.arange(len(pairs))
+                if len(go_on):
+                    fine = _best_alignment(_smoothed(x[go_on], r), _smoothed(y[go_on], r), maps, r)
+                    out[pairs[go_on.numpy()]] = fine.numpy()
     return out
 
 
-def _best_over_maps(moving: torch.Tensor, fixed: torch.Tensor, maps: torch.Tensor, side: int) -> torch.Tensor:
-    """Max over alignments of the correlation of `moving` warped and sampled at side x side with `fixed`
-    averaged to side x side: the best of `maps`, then refined by a few rounds of local search (each
-    round tries every map entry a step up and down and keeps the best; the steps halve). Sampling a
-    2*side source at the side grid averages 2 x 2 blocks, so the identity map gives the block mean."""
-    n = len(moving)
-    source = F.adaptive_avg_pool2d(moving[:, None], min(2 * side, THUMB))
-    target = F.adaptive_avg_pool2d(fixed[:, None], side).view(n, 1, side * side)
+_BINOMIAL = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+
+
+def _smoothed(thumbs: torch.Tensor, side: int) -> torch.Tensor:
+    """(n, THUMB, THUMB) -> (n, 1, 2 side, 2 side) block means, smoothed by a 3 x 3 binomial kernel: what
+    either image of a pair is sampled from, so a warped sample and a plain one see the same filter."""
+    source = F.adaptive_avg_pool2d(thumbs[:, None], 2 * side)
+    return F.conv2d(F.pad(source, (1, 1, 1, 1), mode="replicate"), _BINOMIAL[None, None])
+
+
+def _best_alignment(
+    x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, side: int, rounds: int = REFINE_ROUNDS
+) -> torch.Tensor:
+    """Max over alignments of the correlation of one image warped (sampled at side x side) with the
+    other (2 x 2 block means at side x side): four ways (x onto y, y onto x, each with y mirrored) times
+    `maps`; then the best way and map of each pair refined by a few rounds of local search (each round
+    tries every map entry a step up and down and keeps the best; the steps halve)."""
+    n = len(x)
+    y_mirror = y.flip(-1)
+    moving = torch.cat([x, y, x, y_mirror])
+    fixed = torch.cat([y, x, y_mirror, x])
+    target = F.avg_pool2d(fixed, 2).view(4 * n, 1, side * side)
     target = target - target.mean(-1, keepdim=True)
-    score = _correlations(source, target, maps.expand(n, *maps.shape), side)
-    best, pick = score.max(dim=1)
-    current = maps[pick]  # (n, 2, 3)
-    step = torch.tensor([[0.02, 0.02, 1.0 / side], [0.02, 0.02, 1.0 / side]])
-    for _ in range(REFINE_ROUNDS):
+    score = _correlations(moving, target, maps.expand(4 * n, *maps.shape), side).view(4, n, -1)
+    best_map, pick_map = score.max(dim=2)  # (4, n)
+    best, way = best_map.max(dim=0)  # (n,)
+    rows = way * n + torch.arange(n)
+    source, target = moving[rows], target[rows]
+    current = maps[pick_map[way, torch.arange(n)]]  # (n, 2, 3)
+    step = torch.tensor([[0.04, 0.04, 2.0 / side], [0.04, 0.04, 2.0 / side]])
+    for _ in range(rounds):
         deltas = torch.zeros(12, 2, 3)
         for k, (i, j) in enumerate((i, j) for i in range(2) for j in range(3)):
             deltas[2 * k, i, j], deltas[2 * k + 1, i, j] = step[i, j], -step[i, j]
         tries = current[:, None] + deltas[None]
-        score = _correlations(source, target, tries, side)
-        top, pick = score.max(dim=1)
+        top, pick = _correlations(source, target, tries, side).max(dim=1)
         better = top > best
         best = torch.where(better, top, best)
         current = torch.where(better[:, None, None], tries[torch.arange(n), pick], current)
         step = step / 2
     return best
-
-
-REFINE_ROUNDS = 4
 
 
 def _correlations(source: torch.Tensor, target: torch.Tensor, maps: torch.Tensor, side: int) -> torch.Tensor:

@@ -101,6 +101,7 @@ def provenance(params: Params, runs: StudyRuns, generator_note: str | None = Non
             for line in generator_lines(params.generate.manifest_path(name), name, len(params.generate.names))
         ),
         *([generator_note] if generator_note else []),
+        real_copies_line(params.data.prepared_dir / "rejected.csv"),
         f"Model weights: {'; '.join(weights)}.",
         f"Seeds (replicates): {', '.join(map(str, seeds))}; bootstrap seed {params.report.seed}.",
         f"Code: git {git_commit()}; real set (data.dvc) md5 {dvc_file_hash()}.",
@@ -108,6 +109,27 @@ def provenance(params: Params, runs: StudyRuns, generator_note: str | None = Non
         f"{len(runs.found) - len(selected)} finished runs outside this study's models, mixes and seeds "
         f"left out, {len(runs.unfinished)} unfinished.",
     ]
+
+
+def real_copies_line(rejected_csv: Path) -> str:
+    """One line: how many real images prepare left out as near-copies of others, by class."""
+    import csv
+    from collections import Counter
+
+    if not rejected_csv.exists():
+        return f"Near-copies among the real images: unknown ({rejected_csv} is missing; rerun prepare)."
+    with open(rejected_csv, newline="") as fh:
+        lost = Counter(Path(r["path"]).parent.name for r in csv.DictReader(fh) if r.get("copy_of"))
+    if not lost:
+        return "Near-copies among the real images: none (every split checked against every other and itself)."
+    ranked = sorted(lost.items(), key=lambda item: (-item[1], item[0]))
+    listing = ", ".join(f"'{label}' {n}" for label, n in ranked[:5]) + (
+        f" and {len(ranked) - 5} more classes" if len(ranked) > 5 else ""
+    )
+    return (
+        f"Near-copies among the real images: prepare left out {sum(lost.values())} as copies of another "
+        f"image ({listing}); {rejected_csv} names each one's twin and both scores."
+    )
 
 
 def generator_lines(manifest: Path, name: str = "", generators: int = 1) -> list[str]:
