@@ -158,7 +158,7 @@ def test_an_integer_is_accepted_where_a_float_belongs():
         ),
         (
             "trian:\n  batch_size: 3\n",
-            "unknown key 'trian'. Known keys at the top level: data, generate, mix,",
+            "unknown key 'trian'. Known keys at the top level: compute, data, generate, mix,",
         ),
         ("train:\n  resnet50:\n    dropout: 0.1\n", "unknown key 'train.resnet50.dropout'."),
     ],

@@ -513,7 +513,7 @@ def _stub_pipeline(monkeypatch, tiny_sd: Path, edit) -> None:
         edit(kwargs, output)
         return output
 
-    monkeypatch.setattr(text2image, "load_pipeline", lambda cfg, device: pipe)
+    monkeypatch.setattr(text2image, "load_pipeline", lambda cfg, device, dtype=None: pipe)
 
 
 def test_images_still_blocked_after_the_retries_are_flagged_counted_and_never_usable(
@@ -626,9 +626,9 @@ def test_the_ddpm_learns_from_the_pool_alone_never_from_the_classifiers_images(
     trained_on: list[np.ndarray] = []  # the pixels train_ddpm is handed
     fingerprint, train = ddpm.model_fingerprint, ddpm.train_ddpm
 
-    def spy_fingerprint(cfg, classes, sha256s, seed):
+    def spy_fingerprint(cfg, classes, sha256s, seed, *rest):
         learnt.extend(sha256s)
-        return fingerprint(cfg, classes, sha256s, seed)
+        return fingerprint(cfg, classes, sha256s, seed, *rest)
 
     def spy_train(cfg, images, *args, **kwargs):
         trained_on.extend(np.asarray(images))

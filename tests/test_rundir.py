@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -61,6 +62,20 @@ def test_a_written_run_reads_back_field_for_field(tmp_path):
     assert rundir.read_history(tmp_path / "run").tolist() == [list(map(float, r)) for r in HISTORY]
     assert rundir.read_per_class(tmp_path / "run") == {"cat": 0.0, "dog": pytest.approx(2 / 3), "owl": 1.0}
     assert rundir.read_confusion(tmp_path / "run").tolist() == [[0, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_where_a_run_ran_reads_back_and_a_run_from_before_the_device_setting_still_reads(tmp_path):
+    from synthmix.config.compute import cpu_compute
+
+    environment = cpu_compute().record()
+    record = _write(tmp_path / "run", environment=environment)
+    assert rundir.read_run(tmp_path / "run").record.environment == environment
+    assert environment["device"] == "cpu" and "torch" in environment
+    old = json.loads((tmp_path / "run" / rundir.RUN_JSON).read_text())
+    del old["environment"]  # run.json as synthmix wrote it before compute.*: still a finished run
+    (tmp_path / "run" / rundir.RUN_JSON).write_text(json.dumps(old))
+    assert rundir.read_run(tmp_path / "run").record == dataclasses.replace(record, environment={})
+    assert rundir.is_finished(tmp_path / "run", record.fingerprint)
 
 
 def test_predictions_are_sorted_by_path_so_runs_pair_image_by_image(tmp_path):

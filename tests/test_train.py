@@ -113,6 +113,19 @@ def test_train_command_writes_runs_logs_mlflow_and_resumes(tiny_project, capsys)
         client.get_experiment_by_name("synthmix").tags["mlflow.experimentKind"] == "custom_model_development"
     )
     assert child.data.params["hp.lr"] == "0.001" and child.data.params["train.image_size"] == "32"
+    # where it ran: in run.json and as MLflow params, on the run and its stage's parent run
+    import torch
+
+    environment = info["environment"]
+    assert (environment["device"], environment["dtype"], environment["gpu"]) == ("cpu", "float32", "cpu")
+    assert {"torch", "torchvision", "diffusers", "transformers", "timm"} <= set(environment)
+    assert rundir.read_run(Path("runs/resnet50/3r3s/seed1")).record.environment == environment
+    for logged in (child, client.get_run(info["mlflow_parent_run_id"])):
+        assert logged.data.params["device"] == "cpu" and logged.data.params["gpu"] == "cpu"
+        assert logged.data.params["dtype"] == "float32"
+        assert logged.data.params["version.torch"] == environment["torch"]
+    assert environment["torch"] in torch.__version__
+    assert not any(key.startswith("system/") for key in child.data.metrics)  # system metrics: CUDA only
     assert [m.step for m in client.get_metric_history(child.info.run_id, "test_accuracy")] == [1, 2]
     assert "final_f1_macro" in child.data.metrics
     assert child.inputs.dataset_inputs[0].dataset.name == "train-3r3s"

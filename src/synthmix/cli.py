@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from typer._click import exceptions as typer_click_exceptions
 
+from synthmix.config.compute import Compute, resolve_compute
 from synthmix.config.params import Params, load_params
 from synthmix.core.errors import UserError, full_disk_error
 
@@ -40,8 +41,15 @@ console = Console(stderr=True)
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="The params.yaml to read settings from.")
 
 
+def _settings(path: Path) -> tuple[Params, Compute]:
+    """params.yaml, validated, and compute.* resolved against this machine: every command checks both
+    (a GPU asked for and not there is a UserError, so exit 2, whichever command meets it)."""
+    params = load_params(path)
+    return params, resolve_compute(params.compute)
+
+
 def _params(path: Path) -> Params:
-    return load_params(path)
+    return _settings(path)[0]
 
 
 def _dvc_add(path: Path) -> None:
@@ -152,8 +160,8 @@ def generate_command(
     """
     from synthmix.stages.generate import generate_stage
 
-    params = _params(params_file)
-    for summary in generate_stage(params, generator):
+    params, compute = _settings(params_file)
+    for summary in generate_stage(params, generator, compute=compute):
         if not summary.is_main_process:
             continue
         cfg = params.generate.single(summary.name)
@@ -209,12 +217,12 @@ def tune_command(
     from synthmix.config.hparams import ensure_best_params_file
     from synthmix.stages.tune import tune_stage
 
-    params = _params(params_file)
+    params, compute = _settings(params_file)
     if if_enabled and not params.tune.enabled:
         ensure_best_params_file(params.tune.best_params_file)
         console.print("tune.enabled is false in params.yaml: nothing tuned.")
         return
-    for result in tune_stage(params, model or (), mix or (), trials=trials, storage=storage):
+    for result in tune_stage(params, model or (), mix or (), trials=trials, storage=storage, compute=compute):
         hp = result.hyperparameters
         console.print(
             f"{result.model} {result.mix}: best validation loss {result.value:.4f} over "
@@ -241,10 +249,10 @@ def train_command(
     from synthmix.data.mixes import Mix
     from synthmix.stages.train import train_stage
 
-    params = _params(params_file)
+    params, compute = _settings(params_file)
     models = None if model in (None, "all") else (check_model(model),)  # all: study.models
     mixes = None if mix is None else params.study.mixes if mix == "all" else (Mix.parse(mix),)
-    result = train_stage(params, models, mixes, None if seed is None else (seed,))
+    result = train_stage(params, models, mixes, None if seed is None else (seed,), compute=compute)
     console.print(
         f"Trained {len(result.trained)} run(s), {len(result.skipped)} already finished; results in "
         f"{params.train.runs_dir}/, summaries in metrics.json and plots/."
@@ -260,8 +268,8 @@ def quality_command(params_file: Path = PARAMS_OPTION) -> None:
     """
     from synthmix.stages.quality import describe, quality_stage
 
-    params = _params(params_file)
-    for line in describe(quality_stage(params), params):
+    params, compute = _settings(params_file)
+    for line in describe(quality_stage(params, compute=compute), params):
         console.print(line, highlight=False, soft_wrap=True)
 
 
@@ -336,11 +344,11 @@ def model_summary_command(
 @app.command("check-params")
 def check_params(params_file: Path = PARAMS_OPTION) -> None:
     """Validate params.yaml and print the mixes that would run."""
-    params = _params(params_file)
+    params, compute = _settings(params_file)
     mixes = ", ".join(m.name for m in params.selected_mixes)
     console.print(
         f"{params_file} is valid. Mixes: {mixes}; models: {', '.join(params.study.models)}; "
-        f"seeds: {', '.join(map(str, params.study.seeds))}."
+        f"seeds: {', '.join(map(str, params.study.seeds))}; networks on {compute.describe()}."
     )
 
 

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
+from synthmix.config.compute import (
+    ComputeConfig as ComputeConfig,  # re-exported: compute.* is in config/compute.py
+)
 from synthmix.config.generate import (  # re-exported: the generate.* sections live in config/generate.py
     GENERATORS as GENERATORS,
 )
@@ -237,6 +240,7 @@ class Params(Section):
     tune: TuneConfig = TuneConfig()
     report: ReportConfig = ReportConfig()
     quality: QualityConfig = QualityConfig()
+    compute: ComputeConfig = ComputeConfig()  # where the networks run (config/compute.py)
 
     def replicate_draw(self, seed: int) -> Draw:
         """What the replicate with `seed` draws (study.redraw). Image-to-image sources are the first real

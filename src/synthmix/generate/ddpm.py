@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,15 +50,24 @@ _TRAINING_KEYS = (
 )
 
 
-def model_fingerprint(cfg: DDPMConfig, classes: Sequence[str], image_hashes: Sequence[str], seed: int) -> str:
-    """Hash of everything that determines the trained weights: training settings, classes, data, seed."""
-    payload = {
+def model_fingerprint(
+    cfg: DDPMConfig,
+    classes: Sequence[str],
+    image_hashes: Sequence[str],
+    seed: int,
+    compute: Mapping[str, str] | None = None,
+) -> str:
+    """Hash of everything that determines the trained weights: training settings, classes, data, seed;
+    and `compute` (Compute.identity: None on the CPU in float32, whose fingerprints are unchanged)."""
+    payload: dict[str, Any] = {
         "training": {k: to_dict(cfg)[k] for k in _TRAINING_KEYS},
         "classes": list(classes),
         "images": list(image_hashes),
         "seed": seed,
         "architecture": 1,  # bump when build_unet changes
     }
+    if compute is not None:  # weights trained on a GPU differ from the CPU's in the last bits
+        payload["compute"] = dict(compute)
     return sha256_json(payload)
 
 
@@ -116,8 +125,11 @@ def train_ddpm(
     fingerprint: str,
     log_loss: Callable[[float, int], None] = lambda loss, step: None,
     on_step: Callable[[int], None] | None = None,
+    device: Any = "cpu",
 ) -> Path:
-    """Train (or resume, or reuse) the DDPM on `images` (uint8 NxHxWx3) and return its final directory.
+    """Train (or resume, or reuse) the DDPM on `images` (uint8 NxHxWx3) on `device` (in float32; the
+    draws come from CPU generators, so every device sees the same batches, noise and timesteps) and
+    return its final directory.
 
     A finished model with the same fingerprint is reused; checkpoints with another fingerprint (a
     changed parameter or training set) are deleted and training starts over. A checkpoint or final
@@ -138,8 +150,8 @@ def train_ddpm(
     root.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(seed)
-    model = build_unet(cfg, num_classes)
-    ema = build_unet(cfg, num_classes)
+    model = build_unet(cfg, num_classes).to(device)
+    ema = build_unet(cfg, num_classes).to(device)
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     start, saved = checkpoints.load_latest_checkpoint(root, fingerprint, CHECKPOINT_PARTS, "DDPM")
@@ -150,16 +162,16 @@ def train_ddpm(
     ema.requires_grad_(False)
 
     scheduler = noise_scheduler(cfg)
-    data = images_to_tensor(images)
-    classes = torch.from_numpy(labels.astype(np.int64))
+    data = images_to_tensor(images).to(device)
+    classes = torch.from_numpy(labels.astype(np.int64)).to(device)
     model.train()
     steps = checkpoints.StepLog(root, fingerprint, cfg.train_steps, cfg.checkpoint_every, log_loss, on_step)
     for step in progress(range(start, cfg.train_steps), "Training DDPM", total=cfg.train_steps - start):
         draw = torch.Generator().manual_seed(checkpoints.step_seed("ddpm", seed, step))
         batch = torch.randint(len(data), (cfg.batch_size,), generator=draw)
         clean = data[batch]
-        noise = torch.randn(clean.shape, generator=draw)
-        timesteps = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=draw)
+        noise = torch.randn(clean.shape, generator=draw).to(device)
+        timesteps = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=draw).to(device)
         predicted = model(
             scheduler.add_noise(clean, noise, timesteps), timesteps, class_labels=classes[batch]
         )

@@ -29,6 +29,7 @@ from synthmix.generate import ddpm, text2image
 from synthmix.generate.manifest import SyntheticRow
 
 if TYPE_CHECKING:
+    from synthmix.config.compute import Compute
     from synthmix.config.params import DDPMConfig, GenerateConfig, Text2ImageConfig
     from synthmix.data.real import SplitRow
 
@@ -75,8 +76,9 @@ class ImageSource(Protocol):
 @dataclass(frozen=True)
 class SourceRequest:
     """What opening any generator takes: its settings, the real rows it may learn from or start from,
-    the ordered class names, accelerate's state, where to log its training loss, and source_ranks
-    (image-to-image starts only from real training ranks below it)."""
+    the ordered class names, accelerate's state, where to log its training loss, source_ranks
+    (image-to-image starts only from real training ranks below it) and this process's device and
+    precision (`compute`)."""
 
     cfg: GenerateConfig
     rows: Sequence[SplitRow]
@@ -84,6 +86,7 @@ class SourceRequest:
     state: Any
     log_metric: LogMetric
     source_ranks: int
+    compute: Compute
 
 
 SourceFactory = Callable[[SourceRequest], ImageSource]
@@ -132,7 +135,10 @@ def open_ddpm(request: SourceRequest) -> DDPMSource:
     cfg, train_rows, classes, state = request.cfg, request.rows, request.classes, request.state
     class_ids = {label: i for i, label in enumerate(classes)}
     ordered = sorted(train_rows, key=lambda r: (r.label, r.rank))
-    fingerprint = ddpm.model_fingerprint(cfg.ddpm, classes, [r.sha256 for r in ordered], cfg.seed)
+    compute = request.compute
+    fingerprint = ddpm.model_fingerprint(
+        cfg.ddpm, classes, [r.sha256 for r in ordered], cfg.seed, compute.identity
+    )
     if state.is_main_process:
         images = np.stack([decode_array(r.path, size=cfg.ddpm.resolution) for r in ordered])
         labels = np.array([class_ids[r.label] for r in ordered])
@@ -144,9 +150,10 @@ def open_ddpm(request: SourceRequest) -> DDPMSource:
             cfg.seed,
             fingerprint,
             log_loss=lambda loss, step: request.log_metric("ddpm_loss", loss, step),
+            device=compute.device,
         )
     state.wait_for_everyone()
-    model = ddpm.load_trained(cfg.ddpm.checkpoint_dir / ddpm.FINAL_DIR, state.device)
+    model = ddpm.load_trained(cfg.ddpm.checkpoint_dir / ddpm.FINAL_DIR, compute.device)
     return DDPMSource(model, cfg.ddpm, class_ids, fingerprint, ordered[0].split if ordered else "train")
 
 
@@ -221,12 +228,12 @@ class Text2ImageSource:
 def open_text2image(request: SourceRequest) -> Text2ImageSource:
     """Load the pipeline on every process; remember each class's real training rows of rank below
     `source_ranks`, which image mode starts from."""
-    cfg, train_rows, classes, state = request.cfg, request.rows, request.classes, request.state
+    cfg, train_rows, classes = request.cfg, request.rows, request.classes
     sources: dict[str, list[SplitRow]] = {}
     for row in sorted(train_rows, key=lambda r: (r.label, r.rank)):
         if row.rank < request.source_ranks:
             sources.setdefault(row.label, []).append(row)
-    pipe = text2image.load_pipeline(cfg.text2image, state.device)
+    pipe = text2image.load_pipeline(cfg.text2image, request.compute.device, request.compute.diffusion_dtype)
     class_prompts = text2image.read_class_prompts(cfg.text2image, classes)
     return Text2ImageSource(
         pipe, cfg.text2image, sources, class_prompts, text2image.model_hash(cfg.text2image)
@@ -241,7 +248,7 @@ def open_lora(request: SourceRequest) -> Text2ImageSource:
     from synthmix.generate import lora
 
     t2i = cfg.text2image.model_copy(update={"mode": "text"})
-    pipe = text2image.load_pipeline(t2i, state.device)
+    pipe = text2image.load_pipeline(t2i, request.compute.device, request.compute.diffusion_dtype)
     class_prompts = text2image.read_class_prompts(t2i, classes)
     base_hash = text2image.model_hash(t2i)
     ordered = sorted(learn_rows, key=lambda r: (r.label, r.rank))

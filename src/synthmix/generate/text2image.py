@@ -112,8 +112,9 @@ def revision_of(cfg: Text2ImageConfig) -> str:
     return "local" if Path(cfg.model).is_dir() else "main"
 
 
-def load_pipeline(cfg: Text2ImageConfig, device: Any) -> Any:
-    """Load the pipeline (text-to-image or image-to-image, by cfg.mode) through `from_pretrained`.
+def load_pipeline(cfg: Text2ImageConfig, device: Any, dtype: Any = None) -> Any:
+    """Load the pipeline (text-to-image or image-to-image, by cfg.mode) through `from_pretrained`, on
+    `device` in `dtype` (compute.*'s diffusion precision; None: float16 on CUDA, else float32).
 
     A model id that is neither a local directory nor in the Hugging Face cache while offline becomes
     a UserError saying how to make it available.
@@ -129,14 +130,16 @@ def load_pipeline(cfg: Text2ImageConfig, device: Any) -> Any:
     on_cuda = torch.device(device).type == "cuda"
     # Always explicit: transformers 5 otherwise loads a component in the dtype its config.json names,
     # which a folder holding an fp16 variant beside fp32 weights says is float16 (fails on a CPU).
-    kwargs["torch_dtype"] = torch.float16 if on_cuda else torch.float32
+    dtype = dtype if dtype is not None else torch.float16 if on_cuda else torch.float32
+    kwargs["torch_dtype"] = dtype
+    half = dtype == torch.float16  # the fp16 variant's files, where the model has them
     try:
         try:
             pipe = pipeline_class.from_pretrained(
-                cfg.model, **kwargs, **({"variant": "fp16"} if on_cuda else {})
+                cfg.model, **kwargs, **({"variant": "fp16"} if half else {})
             )
         except (OSError, ValueError):
-            if not on_cuda:
+            if not half:
                 raise
             pipe = pipeline_class.from_pretrained(cfg.model, **kwargs)  # the model has no fp16 variant
     except (OSError, ValueError) as exc:

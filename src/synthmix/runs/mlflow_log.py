@@ -24,6 +24,7 @@ from synthmix.core.errors import UserError
 from synthmix.data.mixes import TrainingImage
 from synthmix.models import MODELS, FrozenBackboneClassifier, weights_from_used
 from synthmix.runs import rundir, tracking
+from synthmix.runs.environment import environment_params
 from synthmix.runs.evaluate import Evaluation
 
 if TYPE_CHECKING:  # the training loop's result, named in hints only: runs sit below train
@@ -98,6 +99,7 @@ def log_training_run(
                 "num_classes": len(record.classes),
                 **{f"hp.{k}": v for k, v in record.hyperparameters.items()},
                 **flatten(_run_settings(params.train, record.model), "train."),
+                **environment_params(record.environment),  # device, dtype, gpu, version.<library>
             }
         )
         _log_curves(run.info.run_id, result)

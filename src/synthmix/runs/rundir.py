@@ -58,6 +58,8 @@ class RunRecord:
     optimizer_steps: int  # optimiser steps the run took
     mlflow_run_id: str = ""
     mlflow_parent_run_id: str = ""
+    # where it ran (config.compute.Compute.record): device, dtype, gpu ("cpu"), library versions
+    environment: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def with_mlflow_run(self, run_id: str) -> RunRecord:
         return replace(self, mlflow_run_id=run_id)
@@ -67,11 +69,13 @@ class RunRecord:
         data["mix"] = self.mix.name
         data["classes"] = list(self.classes)
         data["hyperparameters"] = dict(self.hyperparameters)
+        data["environment"] = dict(self.environment)
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: Path) -> RunRecord:
-        required = [f for f in cls.__dataclass_fields__ if f not in ("mlflow_run_id", "mlflow_parent_run_id")]
+        optional = ("mlflow_run_id", "mlflow_parent_run_id", "environment")  # older runs lack environment
+        required = [f for f in cls.__dataclass_fields__ if f not in optional]
         missing = [k for k in required if k not in data]
         if missing:
             raise UserError(
@@ -104,6 +108,7 @@ class RunRecord:
                 optimizer_steps=int(data["optimizer_steps"]),
                 mlflow_run_id=str(data.get("mlflow_run_id") or ""),
                 mlflow_parent_run_id=str(data.get("mlflow_parent_run_id") or ""),
+                environment={str(k): str(v) for k, v in dict(data.get("environment") or {}).items()},
             )
         except (TypeError, ValueError, UserError) as exc:
             raise UserError(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from synthmix.config.compute import Compute, resolve_compute
 from synthmix.config.params import flatten, to_dict
 from synthmix.core.errors import UserError
 from synthmix.core.files import sha256_file
@@ -58,6 +59,7 @@ from synthmix.generate.sources import (
     SourceRequest,
 )
 from synthmix.runs import tracking
+from synthmix.runs.environment import environment_params, watch_system
 
 if TYPE_CHECKING:
     from synthmix.config.params import GenerateConfig, Params
@@ -122,7 +124,9 @@ def settings_digest(source_settings: dict[str, Any], base_seed: int) -> str:
 # --- the stage ------------------------------------------------------------------------------------
 
 
-def generate_stage(params: Params, names: Sequence[str] = ()) -> list[GenerateSummary]:
+def generate_stage(
+    params: Params, names: Sequence[str] = (), compute: Compute | None = None
+) -> list[GenerateSummary]:
     """Run the generate stage as configured, for every generator of generate.* and generate.generators
     (or only `names`), one after the other, each its own set; under `accelerate launch` each process
     does its share. A generator whose images are finished with its settings only has its manifest
@@ -135,8 +139,12 @@ def generate_stage(params: Params, names: Sequence[str] = ()) -> list[GenerateSu
     study seed when study.redraw holds generator_seed (Params.synthetic_per_class), else once. The first
     generator writes synthetic/<class>/<index:04d>.png, synthetic/manifest.csv, samples/<class>.png and
     samples/grid.png, another one the same under synthetic/@<name>/ and samples/@<name>/; a DDPM's
-    checkpoints go to its ddpm.checkpoint_dir (with /@<name> for another generator).
+    checkpoints go to its ddpm.checkpoint_dir (with /@<name> for another generator). Every network
+    runs on `compute` (compute.* resolved: the CLI's, else resolved here); under `accelerate launch`
+    with several processes on CUDA, each on its own GPU.
     """
+    compute = compute or resolve_compute(params.compute)
+    compute.enable_fast_kernels()  # TF32 on CUDA
     unknown = [n for n in names if n not in params.generate.names]
     if unknown:
         raise UserError(
@@ -145,7 +153,7 @@ def generate_stage(params: Params, names: Sequence[str] = ()) -> list[GenerateSu
         )
     real = _RealSplit.read(params.data.prepared_dir)
     chosen = names or params.generate.names
-    summaries = [_generate_one(params, params.generate.single(n), real) for n in chosen]
+    summaries = [_generate_one(params, params.generate.single(n), real, compute) for n in chosen]
     for trained in (params.generate.ddpm.checkpoint_dir, params.generate.lora.checkpoint_dir):
         trained.mkdir(parents=True, exist_ok=True)  # DVC outputs, even when no generator trains there
     return summaries
@@ -174,7 +182,7 @@ class _RealSplit:
         return Fingerprints.stack([fingerprint(load_rgb(r.path)) for r in self.test])
 
 
-def _generate_one(params: Params, cfg: GenerateConfig, real: _RealSplit) -> GenerateSummary:
+def _generate_one(params: Params, cfg: GenerateConfig, real: _RealSplit, compute: Compute) -> GenerateSummary:
     """One generator's set (cfg = params.generate.single(name))."""
 
     from accelerate import PartialState
@@ -185,13 +193,18 @@ def _generate_one(params: Params, cfg: GenerateConfig, real: _RealSplit) -> Gene
     learn_rows = real.pool if cfg.generator in LEARNS_FROM_POOL and real.pool is not None else train_rows
     total = params.synthetic_per_class
     state = PartialState()
+    if compute.is_cuda and state.num_processes > 1:  # accelerate's processes: one GPU each
+        compute = replace(compute, device=state.device)
     summary = GenerateSummary(classes=len(classes), is_main_process=state.is_main_process, name=cfg.name)
 
-    with _mlflow_run(state.is_main_process, cfg) as log_metric:
+    with _mlflow_run(state.is_main_process, cfg, compute) as log_metric:
         source: ImageSource = SOURCES[cfg.generator](
-            SourceRequest(cfg, learn_rows, classes, state, log_metric, source_ranks(params))
+            SourceRequest(cfg, learn_rows, classes, state, log_metric, source_ranks(params), compute)
         )
-        digest = settings_digest(source.settings(), cfg.seed)
+        identity = compute.identity  # an image made on a GPU is not the CPU's: made again, not reused
+        digest = settings_digest(
+            {**source.settings(), **({} if identity is None else {"compute": identity})}, cfg.seed
+        )
         chunks = plan_chunks(classes, total, source.chunk_size)
         mine = shard(chunks, state.process_index, state.num_processes)
         for chunk in progress(mine, f"Generating ({cfg.name}: {cfg.generator})"):
@@ -300,7 +313,7 @@ def _collect_rows(
 
 
 @contextmanager
-def _mlflow_run(enabled: bool, cfg: GenerateConfig) -> Iterator[LogMetric]:
+def _mlflow_run(enabled: bool, cfg: GenerateConfig, compute: Compute) -> Iterator[LogMetric]:
     """One generator's run of the stage on the main process (tracking.stage_run); yields
     log_metric(name, value, step)."""
     if not enabled:
@@ -308,7 +321,8 @@ def _mlflow_run(enabled: bool, cfg: GenerateConfig) -> Iterator[LogMetric]:
         return
     import mlflow
 
-    settings = flatten(to_dict(cfg), "generate.")
+    settings = {**flatten(to_dict(cfg), "generate."), **environment_params(compute.record())}
+    watch_system(compute)  # MLflow's system metrics, on CUDA only
     with tracking.stage_run("generate", run_name=f"generate-{cfg.name}", params=settings):
         yield lambda name, value, step: mlflow.log_metric(name, value, step=step)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthmix import quality
+from synthmix.config.compute import Compute, resolve_compute
 from synthmix.config.params import Params, flatten, to_dict
 from synthmix.core.errors import UserError
 from synthmix.core.files import write_csv
@@ -46,6 +47,7 @@ from synthmix.quality.filters.reference import (
     train_reference,
 )
 from synthmix.runs import tracking
+from synthmix.runs.environment import environment_params, watch_system
 from synthmix.train.features import backbone_features, feature_cache_key
 
 Embed = Callable[[LabelledImages], np.ndarray]
@@ -68,22 +70,25 @@ class _Real:
     test: LabelledImages
 
 
-def quality_stage(params: Params, log_to_mlflow: bool = True) -> QualityResult:
+def quality_stage(
+    params: Params, log_to_mlflow: bool = True, compute: Compute | None = None
+) -> QualityResult:
     """Measure every generator's synthetic set and run the filters; write quality.out_dir and the
-    metrics file. Generators whose manifest does not exist yet fail with how to make it."""
-    cfg = params.quality
+    metrics file. Generators whose manifest does not exist yet fail with how to make it. Every network
+    runs on `compute` (compute.* resolved: the CLI's, else resolved here)."""
+    cfg, compute = params.quality, compute or resolve_compute(params.compute)
     real = _read_real(params)
     sets = {name: _manifest(params, name) for name in params.generate.names}
-    reference = train_reference(real.train, len(real.classes), params.train, cfg.classifier.seed)
-    space, embed = _feature_space(params, reference.model, len(real.classes), len(real.train_rows))
+    reference = train_reference(real.train, len(real.classes), params.train, cfg.classifier.seed, compute)
+    space, embed = _feature_space(params, reference.model, len(real.classes), len(real.train_rows), compute)
     real_features, test_features = embed(real.train), embed(real.test)
-    clip, clip_status = _clip(params)
+    clip, clip_status = _clip(params, compute)
     statuses = (_asked("classifier", cfg.classifier, params), clip_status, _asked("blank", cfg.blank, params))
     generators, filter_rows, nearest_rows = [], [], []
     for name, rows in sets.items():
         rows = [r for r in rows if r.label in real.classes]
         images = _load(rows, real.classes, params)
-        features, verdicts = features_and_verdicts(reference.model, images)
+        features, verdicts = features_and_verdicts(reference.model, images, compute)
         if space.name != "reference":
             features = embed(images)
         scores = _clip_scores(clip, rows, cfg.clip_score.prompt) if clip is not None else None
@@ -105,7 +110,7 @@ def quality_stage(params: Params, log_to_mlflow: bool = True) -> QualityResult:
     summary = QualitySummary(space, statuses, tuple(generators), float(reference.history[-1].eval_accuracy))
     metrics = headline_metrics(summary, kept_fractions(filter_rows))
     _write(params, summary, metrics, filter_rows, nearest_rows)
-    run_id = _log(params, summary, metrics) if log_to_mlflow else None
+    run_id = _log(params, summary, metrics, compute) if log_to_mlflow else None
     return QualityResult(summary, tuple(filter_rows), run_id)
 
 
@@ -141,7 +146,7 @@ def _load(rows: Sequence[SplitRow | SyntheticRow], classes: Sequence[str], param
 
 
 def _feature_space(
-    params: Params, reference: object, num_classes: int, n_real: int
+    params: Params, reference: object, num_classes: int, n_real: int, compute: Compute
 ) -> tuple[FeatureSpace, Embed]:
     """ImageNet ResNet50's pooled features when asked for (or auto) and its weights are on this machine,
     the train stage's cached ones; else the reference classifier's hidden layer."""
@@ -151,15 +156,16 @@ def _feature_space(
         section = train.model_section("resnet50")
         weights = entry.weights(section)
         if not weights.is_random:
-            built = entry.build(num_classes, train.image_size, 0.0, section, weights, 0)
-            key = feature_cache_key("resnet50", weights, 0, train.image_size)
+            built = entry.build(num_classes, train.image_size, 0.0, section, weights, 0).to(compute.device)
+            key = feature_cache_key("resnet50", weights, 0, train.image_size, compute)
             description = (
                 f"ResNet50's pooled features, weights {weights.used} ({weights.identity}), of the images at "
                 f"{train.image_size} px, the same features the train stage caches for its frozen ResNet50"
             )
 
             def embed(images: LabelledImages) -> np.ndarray:
-                return backbone_features(built, images, train.cache_dir, key).numpy().astype(np.float64)
+                features = backbone_features(built, images, train.cache_dir, key, compute)
+                return features.numpy().astype(np.float64)
 
             return FeatureSpace("resnet50", description), embed
         if choice == "resnet50":
@@ -175,7 +181,7 @@ def _feature_space(
     )
 
     def embed_reference(images: LabelledImages) -> np.ndarray:
-        return features_and_verdicts(reference, images)[0]  # type: ignore[arg-type]
+        return features_and_verdicts(reference, images, compute)[0]  # type: ignore[arg-type]
 
     return FeatureSpace("reference", description), embed_reference
 
@@ -186,7 +192,7 @@ def _asked(name: str, settings: object, params: Params) -> FilterStatus:
     return FilterStatus(name, asked, to_dict(settings), "" if asked else "not in quality.filters")
 
 
-def _clip(params: Params) -> tuple[tuple[object, object] | None, FilterStatus]:
+def _clip(params: Params, compute: Compute) -> tuple[tuple[object, object] | None, FilterStatus]:
     cfg = params.quality.clip_score
     status = _asked("clip_score", cfg, params)
     if not status.applied:
@@ -197,9 +203,10 @@ def _clip(params: Params) -> tuple[tuple[object, object] | None, FilterStatus]:
     )
 
     try:
-        return load_clip(cfg.model), status
+        model, processor = load_clip(cfg.model)
     except ClipUnavailable as exc:
         return None, FilterStatus("clip_score", False, status.settings, str(exc))
+    return (model.to(compute.device), processor), status  # clip_scores follows the model's device
 
 
 def _clip_scores(clip: tuple[object, object], rows: Sequence[SyntheticRow], prompt: str) -> np.ndarray:
@@ -339,9 +346,12 @@ def kept_fractions(rows: Sequence[FilterRow]) -> dict[str, float]:
     return out
 
 
-def _log(params: Params, summary: QualitySummary, headline: dict[str, dict[str, float | None]]) -> str:
+def _log(
+    params: Params, summary: QualitySummary, headline: dict[str, dict[str, float | None]], compute: Compute
+) -> str:
     import mlflow
 
+    watch_system(compute)  # MLflow's system metrics, on CUDA only
     metrics = {
         f"quality.{generator}.{key}": value
         for generator, values in headline.items()
@@ -351,7 +361,7 @@ def _log(params: Params, summary: QualitySummary, headline: dict[str, dict[str, 
     metrics["quality.reference_accuracy"] = summary.reference_accuracy
     with tracking.stage_run(
         "quality",
-        params=flatten(to_dict(params.quality), "quality."),
+        params={**flatten(to_dict(params.quality), "quality."), **environment_params(compute.record())},
         synthetic_manifest=params.generate.manifest_path(),
     ) as run:
         with tracking.interrupts_deferred():

@@ -8,14 +8,11 @@ the model's params section, the code that trains and scores it).
 
 from __future__ import annotations
 
-import ctypes
 import math
 import multiprocessing
 import os
 import signal
-import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import closing, contextmanager
@@ -24,10 +21,12 @@ from pathlib import Path
 
 import torch
 
+from synthmix.config.compute import Compute, resolve_compute
 from synthmix.config.hparams import Hyperparameters, fixed_hyperparameters, tuned_hyperparameters
 from synthmix.config.params import Params, TrainConfig, check_model, flatten, to_dict
 from synthmix.core.errors import UserError
 from synthmix.core.files import sha256_json
+from synthmix.core.processes import die_with_parent
 from synthmix.core.progress import progress
 from synthmix.data import vetting
 from synthmix.data.images import LabelledImages, load_images
@@ -37,6 +36,7 @@ from synthmix.data.split import runnable
 from synthmix.generate.manifest import read_synthetic_manifest
 from synthmix.models import MODELS
 from synthmix.runs import rundir, tracking
+from synthmix.runs.environment import environment_params, watch_system
 from synthmix.runs.evaluate import evaluate
 from synthmix.runs.summaries import write_summaries
 from synthmix.train import augment
@@ -111,8 +111,12 @@ def code_version() -> str:
     return sha256_json([path.read_text() for path in files])[:16]
 
 
-def run_fingerprint(spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: str, code: str) -> str:
-    """Hash of everything that determines a run's result: a matching finished run is not redone."""
+def run_fingerprint(
+    spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: str, code: str, compute: Compute | None = None
+) -> str:
+    """Hash of everything that determines a run's result: a matching finished run is not redone. A run
+    on CUDA (or in bfloat16) adds its device and precision; one on the CPU in float32 adds nothing."""
+    identity = compute.identity if compute is not None else None
     return sha256_json(
         {
             "model": spec.model,
@@ -131,6 +135,7 @@ def run_fingerprint(spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: s
             "test": [(r.path.as_posix(), r.label, r.sha256) for r in data.test_rows],
             "code": code,
             "torch": torch.__version__,
+            **({} if identity is None else {"compute": identity}),
         }
     )
 
@@ -173,13 +178,15 @@ def train_stage(
     models: Sequence[str] | None = None,
     mixes: Sequence[Mix] | None = None,
     seeds: Sequence[int] | None = None,
+    compute: Compute | None = None,
 ) -> StageResult:
     """Train, score and log every (model, mix, seed) run not already finished; write the summaries.
 
     Everything a user can get wrong (model, mix, manifests, weights, tuned entries) is checked before
     the first run starts. The baseline mix is always included so the report can compare with it.
+    `compute`: compute.* resolved (the CLI's; else resolved here).
     """
-    cfg = params.train
+    cfg, compute = params.train, compute or resolve_compute(params.compute)
     models = tuple(check_model(m) for m in (models or params.study.models))
     resolved = {m: MODELS[m].weights(cfg.model_section(m)) for m in models}
     # what a run records (used) and exactly which weights and network that is (e.g. a file's sha256)
@@ -191,11 +198,11 @@ def train_stage(
     data = read_study_data(params, all_mixes, seeds)
     specs = with_step_budgets(plan_runs(params, models, all_mixes, seeds), data, params)
     code = code_version()
-    fingerprints = {s: run_fingerprint(s, data, cfg, weights[s.model], code) for s in specs}
+    fingerprints = {s: run_fingerprint(s, data, cfg, weights[s.model], code, compute) for s in specs}
     todo = [s for s in specs if not rundir.is_finished(s.run_dir(cfg.runs_dir), fingerprints[s])]
     if todo:
         with _sigterm_interrupts():
-            _train_runs(params, data, todo, fingerprints)
+            _train_runs(params, data, todo, fingerprints, compute)
     else:  # no MLflow run to open, yet the runs of a stage killed after its last run still end
         tracking.mark_dead_stage_runs("train")
     finished = [rundir.read_run(s.run_dir(cfg.runs_dir)) for s in specs]
@@ -234,7 +241,11 @@ def with_step_budgets(specs: Sequence[RunSpec], data: StudyData, params: Params)
 
 
 def _train_runs(
-    params: Params, data: StudyData, todo: Sequence[RunSpec], fingerprints: dict[RunSpec, str]
+    params: Params,
+    data: StudyData,
+    todo: Sequence[RunSpec],
+    fingerprints: dict[RunSpec, str],
+    compute: Compute,
 ) -> None:
     from synthmix.runs.mlflow_log import log_training_run
     from synthmix.train.features import precompute_features
@@ -248,7 +259,8 @@ def _train_runs(
         if MODELS[model].frozen_backbone:  # every feature once, here, with every core
             runs = [s for s in todo if s.model == model]
             sets = [test, *(stores[k] for k in dict.fromkeys(s.draw for s in runs))]
-            precompute_features(model, sorted({s.seed for s in runs}), sets, len(data.classes), cfg)
+            precompute_features(model, sorted({s.seed for s in runs}), sets, len(data.classes), cfg, compute)
+    watch_system(compute)  # MLflow's system metrics, on CUDA only
     sweep = (
         f"train {','.join(dict.fromkeys(s.model for s in todo))} x "
         f"{','.join(dict.fromkeys(s.mix.name for s in todo))} x seeds "
@@ -258,15 +270,16 @@ def _train_runs(
     with tracking.stage_run(
         "train",
         run_name=sweep,
-        params=flatten(to_dict(cfg), "train."),
+        params={**flatten(to_dict(cfg), "train."), **environment_params(compute.record())},
         tags={tracking.SWEEP: "true"},
         synthetic_manifest=manifest,
     ) as parent:
         for spec in todo:
             rundir.begin(spec.run_dir(cfg.runs_dir))
-        jobs = [(spec, stores[spec.draw], test, len(data.classes), cfg) for spec in todo]
+        jobs = [(spec, stores[spec.draw], test, len(data.classes), cfg, compute) for spec in todo]
         test_paths, test_labels = [r.path for r in data.test_rows], test.labels.tolist()
-        with closing(_fit_all(jobs, cfg.workers)) as fitted:  # closed however the loop ends
+        workers = cfg.workers or (1 if compute.is_cuda else 0)  # one process shares the GPU, not one a core
+        with closing(_fit_all(jobs, workers)) as fitted:  # closed however the loop ends
             for spec, result in progress(fitted, "Training runs", total=len(todo)):
                 with tracking.interrupts_deferred():  # a run is recorded whole, or not at all
                     run_dir = spec.run_dir(cfg.runs_dir)
@@ -292,6 +305,7 @@ def _train_runs(
                         budget=cfg.budget,
                         optimizer_steps=result.steps,
                         mlflow_parent_run_id=parent.info.run_id,
+                        environment=compute.record(),
                     )
                     run_id = log_training_run(spec.name, record, result, scores, run_dir, images, params)
                     rundir.finish(run_dir, record.with_mlflow_run(run_id))
@@ -308,11 +322,11 @@ def _load_training(items: Sequence[TrainingImage], data: StudyData, cfg: TrainCo
     return augment.with_copies(_load(items, data, cfg), [t.augment_seed for t in items], cfg.augment)
 
 
-FitJob = tuple[RunSpec, LabelledImages, LabelledImages, int, TrainConfig]
+FitJob = tuple[RunSpec, LabelledImages, LabelledImages, int, TrainConfig, Compute]
 
 
 def _fit_job(job: FitJob) -> tuple[RunSpec, FitResult]:
-    spec, train, test, num_classes, cfg = job
+    spec, train, test, num_classes, cfg, compute = job
     result = fit(
         spec.model,
         train,
@@ -323,6 +337,7 @@ def _fit_job(job: FitJob) -> tuple[RunSpec, FitResult]:
         train_cfg=cfg,
         augment=cfg.augment if spec.mix.online_augment else None,
         max_steps=spec.max_steps,
+        compute=compute,
     )
     return spec, result
 
@@ -336,7 +351,7 @@ def _fit_all(jobs: Sequence[FitJob], workers: int) -> Iterator[tuple[RunSpec, Fi
     spawned, not forked, since forking a process that already used torch's thread pool can deadlock.
 
     No worker outlives the stage: interrupted, failed or closed, this kills them mid-fit (their runs stay
-    unfinished, redone next time); killed outright, the stage takes them along (`_die_with_parent`).
+    unfinished, redone next time); killed outright, the stage takes them along (`die_with_parent`).
     """
     count = min(workers or os.cpu_count() or 1, len(jobs))
     if count <= 1:
@@ -344,7 +359,7 @@ def _fit_all(jobs: Sequence[FitJob], workers: int) -> Iterator[tuple[RunSpec, Fi
             yield _fit_job(job)
         return
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(count, context, initializer=_die_with_parent, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(count, context, initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         # workers start (in submit) with Ctrl-C blocked, so one pressed as they import cannot kill them
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if os.name == "posix" else None
@@ -362,24 +377,6 @@ def _fit_all(jobs: Sequence[FitJob], workers: int) -> Iterator[tuple[RunSpec, Fi
         raise
     finally:
         pool.shutdown(cancel_futures=True)
-
-
-def _die_with_parent(parent: int) -> None:
-    """A worker's initializer: die with the stage's process (`parent`), whatever kills it, and leave
-    Ctrl-C to it (the terminal signals the whole process group; the stage then kills its workers)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux") and ctypes.CDLL(None).prctl(1, signal.SIGKILL) == 0:  # PDEATHSIG
-        if os.getppid() != parent:  # it died before prctl: no signal will come
-            os._exit(1)
-        return
-    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
-
-
-def _watch_parent(parent: int) -> None:
-    """Where the kernel cannot signal a parent's death: poll for it every second."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(1)
 
 
 @contextmanager

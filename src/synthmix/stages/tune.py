@@ -14,6 +14,7 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from synthmix.config.compute import Compute, resolve_compute
 from synthmix.config.hparams import SEARCHED, Hyperparameters, ensure_best_params_file, write_best_params
 from synthmix.config.params import Params, check_model, to_dict
 from synthmix.core.errors import UserError
@@ -21,6 +22,7 @@ from synthmix.core.files import locked
 from synthmix.data.mixes import Mix
 from synthmix.data.split import runnable
 from synthmix.runs import tracking
+from synthmix.runs.environment import watch_system
 from synthmix.train.tune.data import load_tuning_data, study_name, tuning_sets
 from synthmix.train.tune.objective import SurplusTrial, TuningTask, objective
 from synthmix.train.tune.storage import FINISHED, create_study, open_storage, redacted, wait_for_work
@@ -47,8 +49,12 @@ def tune_stage(
     *,
     trials: int | None = None,
     storage: str | None = None,
+    compute: Compute | None = None,
 ) -> list[TuneResult]:
-    """Tune every requested (model, mix); no models / mixes means study.models / the selected mixes."""
+    """Tune every requested (model, mix); no models / mixes means study.models / the selected mixes.
+    `compute`: compute.* resolved (the CLI's; else resolved here)."""
+    compute = compute or resolve_compute(params.compute)
+    watch_system(compute)  # MLflow's system metrics, on CUDA only
     chosen_models = tuple(check_model(m) for m in models) or params.study.models
     chosen_mixes = tuple(Mix.parse(m) for m in mixes) or params.selected_mixes
     data = params.data
@@ -59,17 +65,23 @@ def tune_stage(
     chosen_mixes = tuple(runnable(chosen_mixes, data.prepared_dir, data.train_per_class, asked))
     ensure_best_params_file(params.tune.best_params_file)
     return [
-        tune_mix(model, mix, params, trials=trials, storage=storage)
+        tune_mix(model, mix, params, trials=trials, storage=storage, compute=compute)
         for model in chosen_models
         for mix in chosen_mixes
     ]
 
 
 def tune_mix(
-    model: str, mix: Mix, params: Params, *, trials: int | None = None, storage: str | None = None
+    model: str,
+    mix: Mix,
+    params: Params,
+    *,
+    trials: int | None = None,
+    storage: str | None = None,
+    compute: Compute | None = None,
 ) -> TuneResult:
     """Join (or start) the study of (model, mix) and run trials until it has `trials` finished ones."""
-    cfg = params.tune
+    cfg, compute = params.tune, compute or resolve_compute(params.compute)
     n_trials = trials or cfg.trials
     url = storage or cfg.storage
     sets = tuning_sets(params, mix)
@@ -80,7 +92,7 @@ def tune_mix(
         study = create_study(name, open_storage(url, cfg.heartbeat_seconds), cfg)
         tracking.configure(MLFLOW_EXPERIMENT)
         parent_id = _parent_run(study, model, mix, params, url, n_trials)
-    task = TuningTask(model, mix, params.tune, params.train, data, n_trials, parent_id)
+    task = TuningTask(model, mix, params.tune, params.train, data, n_trials, parent_id, compute)
     ran_here: list[int] = []
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:

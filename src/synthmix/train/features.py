@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthmix.config.compute import Compute, cpu_compute
 from synthmix.config.params import TrainConfig
 from synthmix.core.files import sha256_json, write_array
 from synthmix.core.progress import progress
@@ -24,8 +25,11 @@ from synthmix.models import MODELS, BackboneWeights, FrozenBackboneClassifier
 FEATURE_BATCH = 64
 
 
-def feature_cache_key(model: str, weights: BackboneWeights, seed: int, image_size: int) -> str:
-    """Backbone, exact weights, input size and preprocessing: everything the features depend on."""
+def feature_cache_key(
+    model: str, weights: BackboneWeights, seed: int, image_size: int, compute: Compute | None = None
+) -> str:
+    """Backbone, exact weights, input size and preprocessing: everything the features depend on; and
+    the device and precision, except on the CPU in float32 (whose keys are what they always were)."""
     import torchvision
 
     entry = MODELS[model]
@@ -38,6 +42,9 @@ def feature_cache_key(model: str, weights: BackboneWeights, seed: int, image_siz
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
     }
+    identity = (compute or cpu_compute()).identity
+    if identity is not None:  # a GPU's features differ from the CPU's in the last bits: kept apart
+        spec["compute"] = identity
     return sha256_json(spec)[:20]
 
 
@@ -46,9 +53,15 @@ def cached_feature_path(cache_dir: Path, key: str, sha256: str) -> Path:
 
 
 def backbone_features(
-    model: FrozenBackboneClassifier, images: LabelledImages, cache_dir: Path, key: str
+    model: FrozenBackboneClassifier,
+    images: LabelledImages,
+    cache_dir: Path,
+    key: str,
+    compute: Compute | None = None,
 ) -> torch.Tensor:
-    """The backbone's features of every image (N, D), computed once per unique image and cached."""
+    """The backbone's features of every image (N, D), computed once per unique image and cached; on
+    `compute`'s device (where `model` is) and under its autocast, returned float32 on the CPU."""
+    compute = compute or cpu_compute()
     features: dict[str, np.ndarray] = {}
     todo: dict[str, int] = {}
     length = model.head[-1].in_features
@@ -64,10 +77,10 @@ def backbone_features(
     if todo:
         rows = torch.tensor(list(todo.values()), dtype=torch.long)
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), compute.autocast():
             computed = torch.cat(
                 [
-                    model.features(images.images[chunk].to(torch.float32))
+                    model.features(images.images[chunk].to(compute.device, torch.float32)).float().cpu()
                     for chunk in progress(
                         rows.split(FEATURE_BATCH), f"Backbone features ({len(todo)} images)"
                     )
@@ -83,19 +96,25 @@ def backbone_features(
 
 
 def precompute_features(
-    model: str, seeds: Sequence[int], image_sets: Sequence[LabelledImages], num_classes: int, cfg: TrainConfig
+    model: str,
+    seeds: Sequence[int],
+    image_sets: Sequence[LabelledImages],
+    num_classes: int,
+    cfg: TrainConfig,
+    compute: Compute | None = None,
 ) -> None:
     """Cache a frozen backbone's features of every image in `image_sets` for each seed's backbone.
 
     The train stage calls this once, in the main process with every core, before handing runs out to
-    workers, which then find every feature they need under the same cache key.
+    workers, which then find every feature they need under the same cache key. On `compute`'s device.
     """
+    compute = compute or cpu_compute()
     entry = MODELS[model]
     section = cfg.model_section(model)
     weights = entry.weights(section)
     image_size = int(image_sets[0].images.shape[-1]) if image_sets else cfg.image_size
     for seed in dict.fromkeys(seeds if weights.is_random else seeds[:1]):
-        built = entry.build(num_classes, image_size, 0.0, section, weights, seed)
-        key = feature_cache_key(model, weights, seed, image_size)
+        built = entry.build(num_classes, image_size, 0.0, section, weights, seed).to(compute.device)
+        key = feature_cache_key(model, weights, seed, image_size, compute)
         for images in image_sets:
-            backbone_features(built, images, cfg.cache_dir, key)
+            backbone_features(built, images, cfg.cache_dir, key, compute)

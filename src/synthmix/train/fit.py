@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from synthmix.config.compute import Compute, cpu_compute
 from synthmix.config.hparams import Hyperparameters
 from synthmix.config.params import AugmentConfig, TrainConfig
 from synthmix.core.files import sha256_json
@@ -60,6 +61,7 @@ def fit(
     on_epoch: Callable[[EpochStats], None] | None = None,
     augment: AugmentConfig | None = None,
     max_steps: int | None = None,
+    compute: Compute | None = None,
 ) -> FitResult:
     """Train `model_name` on `train` for hp.epochs epochs; report each epoch on `evaluate_on`.
 
@@ -68,8 +70,13 @@ def fit(
     seeded from `seed` (the batch order stays that of the same run without augmentation).
     `max_steps`: exactly that many optimiser steps instead of hp.epochs epochs; the last epoch may
     stop part-way, and its history row averages the batches it ran.
+    `compute`: the device and precision it trains in (default: the CPU in float32). The images and
+    the model go to the device once; the model and the logits come back on the CPU.
     """
     entry = model_entry(model_name)
+    compute = compute or cpu_compute()
+    compute.enable_fast_kernels()
+    device = compute.device
     if len(train) == 0:
         raise ValueError("fit needs at least one training image")
     if max_steps is not None and max_steps < 1:
@@ -78,27 +85,30 @@ def fit(
     weights = entry.weights(section)
     image_size = int(train.images.shape[-1])
     model = entry.build(num_classes, image_size, hp.dropout, section, weights, seed)  # seeds torch's RNG
+    model.to(device)  # in place; nothing on the CPU
     frozen = isinstance(model, FrozenBackboneClassifier)
-    key = feature_cache_key(model_name, weights, seed, image_size) if frozen else ""
+    key = feature_cache_key(model_name, weights, seed, image_size, compute) if frozen else ""
     # A frozen backbone's head trains on its features: cached ones (the same numbers the backbone gives)
     # or, when every batch is augmented afresh, those of each augmented batch. Evaluation's are cached.
     inputs: Callable[[torch.Tensor], torch.Tensor]
     if augment is not None:
-        inputs = _augmented_inputs(train.images, augment, seed, model.features if frozen else None)
+        embed = model.features if frozen else None
+        inputs = _augmented_inputs(train.images, augment, seed, embed, compute)
     elif frozen:
-        inputs = backbone_features(model, train, train_cfg.cache_dir, key).__getitem__
+        inputs = backbone_features(model, train, train_cfg.cache_dir, key, compute).to(device).__getitem__
     else:
-        inputs = _as_float(train.images).__getitem__
+        inputs = _as_float(train.images.to(device)).__getitem__
     if frozen:
-        eval_x = backbone_features(model, evaluate_on, train_cfg.cache_dir, key)
+        eval_x = backbone_features(model, evaluate_on, train_cfg.cache_dir, key, compute).to(device)
         trained: nn.Module = model.head
     else:
-        eval_x, trained = _as_float(evaluate_on.images), model
+        eval_x, trained = _as_float(evaluate_on.images.to(device)), model
+    labels, eval_labels = train.labels.to(device), evaluate_on.labels.to(device)
     history, logits, steps = _train_loop(
-        trained, inputs, train.labels, eval_x, evaluate_on.labels, hp, seed, on_epoch, max_steps
+        trained, inputs, labels, eval_x, eval_labels, hp, seed, on_epoch, max_steps, compute
     )
-    model.eval()
-    return FitResult(model, history, weights.used, logits, steps)
+    model.cpu().eval()
+    return FitResult(model, history, weights.used, logits.cpu(), steps)
 
 
 def _as_float(images: torch.Tensor) -> torch.Tensor:
@@ -110,17 +120,19 @@ def _augmented_inputs(
     cfg: AugmentConfig,
     seed: int,
     embed: Callable[[torch.Tensor], torch.Tensor] | None,
+    compute: Compute,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Batch indices -> the model's inputs for those images, augmented afresh on every call; through
-    the frozen backbone (`embed`, eval mode, no gradients) when only a head trains."""
+    the frozen backbone (`embed`, eval mode, no gradients) when only a head trains. The augmentation
+    runs on the CPU (its draws are the CPU generator's), its batch then goes to `compute`'s device."""
     generator = torch.Generator().manual_seed(int(sha256_json(["augment", seed])[:15], 16))
 
     def inputs(batch: torch.Tensor) -> torch.Tensor:
-        x = _as_float(augment_batch(images[batch], generator, cfg))
+        x = _as_float(augment_batch(images[batch], generator, cfg)).to(compute.device)
         if embed is None:
             return x
-        with torch.no_grad():
-            return embed(x)
+        with torch.no_grad(), compute.autocast():
+            return embed(x).float()
 
     return inputs
 
@@ -148,15 +160,19 @@ def _train_loop(
     seed: int,
     on_epoch: Callable[[EpochStats], None] | None,
     max_steps: int | None,
+    compute: Compute,
 ) -> tuple[list[EpochStats], torch.Tensor, int]:
     """Adam + cross-entropy, shuffled minibatches from a seeded generator; eval after every epoch.
 
     `inputs` maps a batch's indices to the module's inputs. Runs hp.epochs epochs, or, given
     `max_steps`, epochs until that many steps are done. Returns history, final eval logits and steps.
+    Forward passes run under `compute`'s autocast (none in float32); the loss is float32, and float16
+    scales it (a GradScaler) so its gradients do not underflow.
     """
     with single_thread():
         trainable = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=hp.lr, weight_decay=hp.weight_decay)
+        scaler = torch.amp.GradScaler(compute.device.type) if compute.dtype == torch.float16 else None
         shuffle = torch.Generator().manual_seed(seed)
         history: list[EpochStats] = []
         logits = torch.empty(0)
@@ -166,9 +182,11 @@ def _train_loop(
             batches = torch.randperm(n, generator=shuffle).split(hp.batch_size)
             if max_steps is not None:
                 batches = batches[: max_steps - steps]
-            loss_sum, correct, seen = _train_epoch(module, optimizer, inputs, train_y, batches)
+            loss_sum, correct, seen = _train_epoch(
+                module, optimizer, inputs, train_y, batches, compute, scaler
+            )
             steps += len(batches)
-            logits = predict_logits(module, eval_x)
+            logits = predict_logits(module, eval_x, compute=compute)
             eval_loss = float(nn.functional.cross_entropy(logits, eval_y)) if len(eval_y) else float("nan")
             eval_acc = float((logits.argmax(1) == eval_y).float().mean()) if len(eval_y) else float("nan")
             stats = EpochStats(epoch, loss_sum / seen, correct / seen, eval_loss, eval_acc)
@@ -184,6 +202,8 @@ def _train_epoch(
     inputs: Callable[[torch.Tensor], torch.Tensor],
     train_y: torch.Tensor,
     batches: Sequence[torch.Tensor],
+    compute: Compute,
+    scaler: torch.amp.GradScaler | None,
 ) -> tuple[float, int, int]:
     """One optimiser step per batch; the summed loss, correct predictions and images seen."""
     module.train()
@@ -191,11 +211,17 @@ def _train_epoch(
     loss_sum, correct, seen = 0.0, 0, 0
     for batch in batches:
         x, y = inputs(batch), train_y[batch]
-        out = module(x)
-        loss = loss_fn(out, y)
+        with compute.autocast():
+            out = module(x)
+        loss = loss_fn(out.float(), y)  # float32 whatever the forward pass ran in (a no-op in float32)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         # Running train metrics over the epoch, dropout on: what the study's curves show.
         loss_sum += float(loss.detach()) * len(batch)
         correct += int((out.detach().argmax(1) == y).sum())
@@ -203,9 +229,12 @@ def _train_epoch(
     return loss_sum, correct, seen
 
 
-def predict_logits(module: nn.Module, inputs: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits of `module` in eval mode, in batches (float32, (N, C))."""
+def predict_logits(
+    module: nn.Module, inputs: torch.Tensor, batch_size: int = EVAL_BATCH, compute: Compute | None = None
+) -> torch.Tensor:
+    """Logits of `module` in eval mode, in batches (float32, (N, C)), under `compute`'s autocast (the
+    inputs already on its device)."""
     module.eval()
-    with torch.inference_mode():
-        parts = [module(chunk.to(torch.float32)) for chunk in inputs.split(batch_size)]
+    with torch.inference_mode(), (compute or cpu_compute()).autocast():
+        parts = [module(chunk.to(torch.float32)).float() for chunk in inputs.split(batch_size)]
     return torch.cat(parts) if parts else torch.empty(0)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from synthmix.config.compute import Compute, cpu_compute
 from synthmix.config.hparams import fixed_hyperparameters
 from synthmix.config.params import TrainConfig
 from synthmix.data.images import LabelledImages
@@ -36,11 +37,15 @@ class Verdicts:
         return (self.predicted != labels) | (self.confidence < min_confidence)
 
 
-def train_reference(real: LabelledImages, num_classes: int, cfg: TrainConfig, seed: int) -> FitResult:
+def train_reference(
+    real: LabelledImages, num_classes: int, cfg: TrainConfig, seed: int, compute: Compute | None = None
+) -> FitResult:
     """The CNN on the real training images, with the study's fixed CNN hyperparameters (train.cnn);
-    reported on its own training images: nothing else is held out for it."""
+    reported on its own training images: nothing else is held out for it. Trained on `compute`."""
     hp = fixed_hyperparameters(REFERENCE_MODEL, cfg)
-    return fit(REFERENCE_MODEL, real, real, hp, seed=seed, num_classes=num_classes, train_cfg=cfg)
+    return fit(
+        REFERENCE_MODEL, real, real, hp, seed=seed, num_classes=num_classes, train_cfg=cfg, compute=compute
+    )
 
 
 def _hidden(model: nn.Module) -> nn.Module:
@@ -48,16 +53,21 @@ def _hidden(model: nn.Module) -> nn.Module:
     return nn.Sequential(model.scale, model.features, *list(model.classifier)[:-1])
 
 
-def features_and_verdicts(model: nn.Module, images: LabelledImages) -> tuple[np.ndarray, Verdicts]:
-    """The hidden-layer features (N, 128) and the verdicts on `images` (their labels as the own class)."""
+def features_and_verdicts(
+    model: nn.Module, images: LabelledImages, compute: Compute | None = None
+) -> tuple[np.ndarray, Verdicts]:
+    """The hidden-layer features (N, 128) and the verdicts on `images` (their labels as the own class),
+    computed on `compute`'s device under its autocast (the model goes there and comes back)."""
+    compute = compute or cpu_compute()
     hidden, head = _hidden(model), list(model.classifier)[-1]
-    model.eval()
+    model.to(compute.device).eval()
     feats, logits = [], []
-    with single_thread(), torch.inference_mode():
+    with single_thread(), torch.inference_mode(), compute.autocast():
         for chunk in images.images.split(EVAL_BATCH):
-            h = hidden(chunk.to(torch.float32))
-            feats.append(h)
-            logits.append(head(h))
+            h = hidden(chunk.to(compute.device, torch.float32))
+            feats.append(h.float().cpu())
+            logits.append(head(h).float().cpu())
+    model.cpu()
     if not feats:
         return np.zeros((0, 0)), Verdicts(np.zeros(0, dtype=int), np.zeros(0))
     probs = torch.cat(logits).softmax(1)

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from synthmix.config.compute import Compute
 from synthmix.config.params import TrainConfig, TuneConfig
 from synthmix.data.mixes import Mix
 from synthmix.runs import tracking
+from synthmix.runs.environment import environment_params
 from synthmix.train.tune.data import TuningData
 from synthmix.train.tune.space import suggest_hyperparameters
 from synthmix.train.tune.storage import counts
@@ -35,6 +37,7 @@ class TuningTask:
     data: TuningData
     n_trials: int
     parent_run_id: str
+    compute: Compute  # where every trial trains
 
 
 def objective(trial: optuna.Trial, task: TuningTask) -> float:
@@ -53,7 +56,9 @@ def objective(trial: optuna.Trial, task: TuningTask) -> float:
         tags={tracking.STAGE: "tune-trial", tracking.OPTUNA_STUDY: trial.study.study_name},
     )
     try:
-        mlflow.log_params({**hp.as_dict(), "trial": trial.number})
+        mlflow.log_params(
+            {**hp.as_dict(), "trial": trial.number, **environment_params(task.compute.record())}
+        )
 
         def on_epoch(stats: EpochStats) -> None:
             trial.report(stats.eval_loss, stats.epoch)
@@ -79,6 +84,7 @@ def objective(trial: optuna.Trial, task: TuningTask) -> float:
             train_cfg=task.train,
             on_epoch=on_epoch,
             augment=task.train.augment if task.mix.online_augment else None,
+            compute=task.compute,
         )
         final = result.history[-1]
         trial.set_user_attr("val_accuracy", final.eval_accuracy)
