@@ -91,7 +91,9 @@ def test_a_copy_planted_in_any_split_of_the_digits_is_left_out_and_named(digits_
         for image in (digits_dir / row.label).iterdir():
             (class_dir / image.name).symlink_to(image.resolve())
         with Image.open(row.path) as img:
-            copy = ImageOps.mirror(img) if k % 2 else ImageEnhance.Brightness(img.convert("RGB")).enhance(0.85)
+            copy = (
+                ImageOps.mirror(img) if k % 2 else ImageEnhance.Brightness(img.convert("RGB")).enhance(0.85)
+            )
         planted[split] = class_dir / f"copy_of_{row.path.name}"
         copy.save(planted[split])
     rows, rejected = prepare_split(data, tmp_path / "prepared", sizes, seed=0)

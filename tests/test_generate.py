@@ -551,7 +551,9 @@ def test_a_synthetic_copy_of_a_test_image_is_flagged_with_both_paths_and_never_u
     rows = read_synthetic_manifest(Path("synthetic/manifest.csv"))
     flagged = [(r.path, r.near_test_path) for r in rows if r.near_test_path is not None]
     assert flagged == [(Path(f"synthetic/b/{i:04d}.png"), test_image) for i in range(3)]
-    assert all(r.near_test_similarity >= copies.THRESHOLDS[8] and not usable(r) for r in rows if r.label == "b")
+    assert all(
+        r.near_test_similarity >= copies.THRESHOLDS[8] and not usable(r) for r in rows if r.label == "b"
+    )
     assert all(usable(r) for r in rows if r.label == "ankle_boot")
     assert summary.near_test == 3
 
