@@ -115,7 +115,7 @@ def test_a_copy_planted_in_any_split_of_the_digits_is_left_out_and_named(digits_
         s: sum(r.split == s for r in clean) for s in originals
     }
     lines = describe_losses(copy_losses(rejected))
-    assert len(lines) == 4 and all("lost 1 image(s) as near-copies (1 of a " in line for line in lines)
+    assert len(lines) == 4 and all(" lost 1 image(s) as near-copies (1 of a" in line for line in lines)
     # The report's one line on them, and on the clean split.
     line = real_copies_line(tmp_path / "prepared" / "rejected.csv")
     assert "prepare left out 4 as copies of another image ('0' 1, '1' 1, '2' 1, '3' 1)" in line
@@ -143,3 +143,27 @@ def test_two_copies_inside_the_pool_leave_one(tmp_path):
     (left_out,) = rejected
     assert {left_out.path.name, left_out.copy_of.name} == pair and left_out.copy_of.name == kept
     assert left_out.copy_split == "pool" and left_out.aligned >= copies.THRESHOLDS[16]
+
+
+def test_import_and_prepare_say_how_many_images_each_class_loses_as_copies(in_tmp, capsys, monkeypatch):
+    from synthmix.cli import run
+
+    monkeypatch.setenv("COLUMNS", "200")
+    source = in_tmp / "download"
+    for label, seeds in (("shirt", range(14)), ("shoe", range(100, 114))):
+        (source / label).mkdir(parents=True)
+        for seed in seeds:
+            _photo(seed, 48).save(source / label / f"{seed:03d}.png")
+    with Image.open(source / "shoe" / "100.png") as img:  # two copies of one shoe photo
+        _jpeg(img, 70).save(source / "shoe" / "copy_a.jpg")
+        ImageOps.mirror(img).save(source / "shoe" / "copy_b.png")
+    (in_tmp / "params.yaml").write_text(
+        "data:\n  train_per_class: 4\n  test_per_class: 4\n  extra_per_class: 2\n  pool_per_class: 4\n"
+        "study:\n  mixes: [4r0s, 4r4s]\n"
+    )
+    assert run(["data", "import", "--no-dvc", str(source)]) == 0
+    out = capsys.readouterr().err
+    assert "Class 'shoe': 2 image(s) are near-copies" in out and "'shirt'" not in out
+    assert run(["prepare"]) == 0
+    out = capsys.readouterr().err
+    assert "Class 'shoe' lost 2 image(s) as near-copies (2 of a " in out and "'shirt' lost" not in out

@@ -292,7 +292,9 @@ def describe_losses(losses: dict[str, dict[str, int]], limit: int = 10) -> list[
     ranked = sorted(losses.items(), key=lambda item: (-sum(item[1].values()), item[0]))
     lines = [
         f"Class '{label}' lost {sum(by.values())} image(s) as near-copies ("
-        + ", ".join(f"{n} of a {split} image" for split, n in sorted(by.items()))
+        + ", ".join(
+            f"{n} of {'an' if split[0] in 'aeiou' else 'a'} {split} image" for split, n in sorted(by.items())
+        )
         + ")."
         for label, by in ranked[:limit]
     ]
