@@ -170,7 +170,8 @@ def aligned_correlation(
     a: Fingerprints, ia: np.ndarray, b: Fingerprints, ib: np.ndarray, chunk: int = 512
 ) -> np.ndarray:
     """For each pair (a[ia[p]], b[ib[p]]): the best normalised correlation at the pair's resolution
-    over every alignment, either image warped onto the other, plain or mirrored."""
+    over every alignment, either image warped onto the other, plain or mirrored. A pair below GATE at
+    half that resolution keeps its half-resolution score (far below any threshold)."""
     ia, ib = np.asarray(ia, np.int64), np.asarray(ib, np.int64)
     out = np.zeros(len(ia), dtype=np.float32)
     if not len(ia):

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import numpy as np
+
 from synthmix.core.errors import UserError
 from synthmix.core.files import write_json
 from synthmix.data import copies
@@ -273,7 +275,9 @@ class _Dealer:
         for (i, t, split), (search, aligned) in zip(skipped, pair_scores, strict=True):
             record, twin = self.records[i], self.records[t]
             where = f"{split} split" + (f", class '{twin.label}'" if twin.label != record.label else "")
-            why = f"near-copy of {twin.path.as_posix()} ({where}; aligned correlation {aligned:.4f})"
+            direct = copies.is_copy(np.array([aligned]), self.prints.sides[[i]], self.prints.sides[[t]])[0]
+            through = "" if direct else ", joined to it through another copy"
+            why = f"near-copy of {twin.path.as_posix()} ({where}; aligned correlation {aligned:.4f}{through})"
             out.append(Rejection(record.path, why, twin.path, split, search, aligned))
         return out
 
