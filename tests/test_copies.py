@@ -14,7 +14,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from synthmix.data import copies
 from synthmix.data.copies import Fingerprints, fingerprint
 from synthmix.data.importing import near_copies_per_class, write_default_data
-from synthmix.data.real import validate_tree
+from synthmix.data.real import read_rejections, validate_tree
 from synthmix.data.split import SplitSizes, copy_losses, describe_losses, prepare_split
 from synthmix.report.provenance import real_copies_line
 
@@ -116,6 +116,10 @@ def test_a_copy_planted_in_any_split_of_the_digits_is_left_out_and_named(digits_
     }
     lines = describe_losses(copy_losses(rejected))
     assert len(lines) == 4 and all(" lost 1 image(s) as near-copies (1 of a" in line for line in lines)
+    read_back = read_rejections(tmp_path / "prepared" / "rejected.csv")
+    assert sorted((r.path, r.copy_of, r.copy_split) for r in read_back) == sorted(
+        (r.path, r.copy_of, r.copy_split) for r in rejected
+    )
     # The report's one line on them, and on the clean split.
     line = real_copies_line(tmp_path / "prepared" / "rejected.csv")
     assert "prepare left out 4 as copies of another image ('0' 1, '1' 1, '2' 1, '3' 1)" in line

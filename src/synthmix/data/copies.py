@@ -101,8 +101,9 @@ def _pool(thumbs: np.ndarray, side: int) -> np.ndarray:
 def descriptors(prints: Fingerprints) -> tuple[np.ndarray, np.ndarray]:
     """The plain and mirrored unit descriptors, (n, 64) float32 each."""
     small = _pool(prints.thumbs.astype(np.float32), DESCRIPTOR)
-    plain = _unit(small.reshape(len(small), -1)).astype(np.float32)
-    mirrored = _unit(small[:, :, ::-1].reshape(len(small), -1)).astype(np.float32)
+    size = DESCRIPTOR * DESCRIPTOR  # explicit, so that no images give (0, 64)
+    plain = _unit(small.reshape(len(small), size)).astype(np.float32)
+    mirrored = _unit(small[:, :, ::-1].reshape(len(small), size)).astype(np.float32)
     return plain, mirrored
 
 
@@ -274,8 +275,7 @@ def find_copies(query: Fingerprints, reference: Fingerprints, same: bool = False
     if same:  # a pair found from both ends is confirmed once
         low, high = np.minimum(rows, cols), np.maximum(rows, cols)
         _, first = np.unique(low * max(len(reference), 1) + high, return_index=True)
-        rows, cols = low[first], high[first]
-        sims = _pair_cosines(query, rows, reference, cols)
+        rows, cols, sims = low[first], high[first], sims[first]  # the cosine is the same either way
     aligned = aligned_correlation(query, rows, reference, cols)
     copies = is_copy(aligned, query.sides[rows], reference.sides[cols])
     return [
@@ -300,8 +300,8 @@ def groups(prints: Fingerprints) -> list[int]:
 
 
 def _pair_cosines(a: Fingerprints, ia: np.ndarray, b: Fingerprints, ib: np.ndarray) -> np.ndarray:
-    a_plain, a_mirror = descriptors(a.take(ia)) if len(ia) else (np.zeros((0, 64)), np.zeros((0, 64)))
-    b_plain, _ = descriptors(b.take(ib)) if len(ib) else (np.zeros((0, 64)), None)
+    a_plain, a_mirror = descriptors(a.take(ia))
+    b_plain, _ = descriptors(b.take(ib))
     return np.maximum((a_plain * b_plain).sum(1), (a_mirror * b_plain).sum(1)).astype(np.float32)
 
 

@@ -27,7 +27,7 @@ from synthmix.data.copies import fingerprint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MANIFEST_FIELDS = ("path", "class", "sha256", "split", "rank")
-REJECTION_FIELDS = ("path", "reason", "copy_of", "search_similarity", "aligned_correlation")
+REJECTION_FIELDS = ("path", "reason", "copy_of", "copy_split", "search_similarity", "aligned_correlation")
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,31 @@ def write_rejections(rejections: Iterable[Rejection], path: Path) -> None:
             scores = (
                 ("", "") if r.search is None or r.aligned is None else (f"{r.search:.4f}", f"{r.aligned:.4f}")
             )
-            writer.writerow((r.path.as_posix(), r.reason, r.copy_of.as_posix() if r.copy_of else "", *scores))
+            twin = (r.copy_of.as_posix() if r.copy_of else "", r.copy_split or "")
+            writer.writerow((r.path.as_posix(), r.reason, *twin, *scores))
+
+
+def read_rejections(path: Path) -> list[Rejection]:
+    """prepared/rejected.csv (or an import report) as written by `write_rejections`."""
+    rows = read_csv(
+        path,
+        REJECTION_FIELDS,
+        f"{path} is missing. Run `synthmix prepare` (or `dvc repro prepare`) to write it.",
+        lambda columns: (
+            f"{path} is not a synthmix rejection list (columns {columns}); rerun `synthmix prepare`."
+        ),
+    )
+    return [
+        Rejection(
+            Path(r["path"]),
+            r["reason"],
+            Path(r["copy_of"]) if r["copy_of"] else None,
+            r["copy_split"] or None,
+            float(r["search_similarity"]) if r["search_similarity"] else None,
+            float(r["aligned_correlation"]) if r["aligned_correlation"] else None,
+        )
+        for r in rows
+    ]
 
 
 # --- split manifests ------------------------------------------------------------------------

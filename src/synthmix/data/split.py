@@ -191,8 +191,7 @@ def split_records(
     dealer = _Dealer([r for order in orders.values() for r in order])
     trains, tests, rests = {}, {}, {}
     for label, order in orders.items():
-        trains[label], rest = dealer.deal(order, sizes.train, "train")
-        rests[label] = rest
+        trains[label], rests[label] = dealer.deal(order, sizes.train, "train")
     for label in orders:
         tests[label], rests[label] = dealer.deal(rests[label], sizes.test, "test")
     needed = sizes.train + sizes.test
@@ -268,15 +267,18 @@ class _Dealer:
     def rejections(self, classes: set[str]) -> list[Rejection]:
         """Each skipped copy of a kept class, naming its twin and the pair's two scores."""
         skipped = [s for s in self.skipped if self.records[s[0]].label in classes]
-        pair_scores = copies.scores(
-            self.prints, [i for i, _, _ in skipped], self.prints, [t for _, t, _ in skipped]
+        images, twins = [i for i, _, _ in skipped], [t for _, t, _ in skipped]
+        pair_scores = copies.scores(self.prints, images, self.prints, twins)
+        direct = copies.is_copy(
+            np.array([aligned for _, aligned in pair_scores]),
+            self.prints.sides[images],
+            self.prints.sides[twins],
         )
         out = []
-        for (i, t, split), (search, aligned) in zip(skipped, pair_scores, strict=True):
+        for (i, t, split), (search, aligned), joined in zip(skipped, pair_scores, direct, strict=True):
             record, twin = self.records[i], self.records[t]
             where = f"{split} split" + (f", class '{twin.label}'" if twin.label != record.label else "")
-            direct = copies.is_copy(np.array([aligned]), self.prints.sides[[i]], self.prints.sides[[t]])[0]
-            through = "" if direct else ", joined to it through another copy"
+            through = "" if joined else ", joined to it through another copy"
             why = f"near-copy of {twin.path.as_posix()} ({where}; aligned correlation {aligned:.4f}{through})"
             out.append(Rejection(record.path, why, twin.path, split, search, aligned))
         return out

@@ -113,13 +113,12 @@ def provenance(params: Params, runs: StudyRuns, generator_note: str | None = Non
 
 def real_copies_line(rejected_csv: Path) -> str:
     """One line: how many real images prepare left out as near-copies of others, by class."""
-    import csv
-    from collections import Counter
+    from synthmix.data.real import read_rejections
+    from synthmix.data.split import copy_losses
 
     if not rejected_csv.exists():
         return f"Near-copies among the real images: unknown ({rejected_csv} is missing; rerun prepare)."
-    with open(rejected_csv, newline="") as fh:
-        lost = Counter(Path(r["path"]).parent.name for r in csv.DictReader(fh) if r.get("copy_of"))
+    lost = {label: sum(by.values()) for label, by in copy_losses(read_rejections(rejected_csv)).items()}
     if not lost:
         return "Near-copies among the real images: none (every split checked against every other and itself)."
     ranked = sorted(lost.items(), key=lambda item: (-item[1], item[0]))
