@@ -47,7 +47,7 @@ MODELS = ("cnn", "resnet50")
 TEST_PER_CLASS = 10
 STUDY = {"classes": 90, "n": 30, "test": 30, "seeds": 3, "epochs": {"cnn": 50, "resnet50": 20}}
 PROFILED = (
-    "_fit_all",
+    "fit_alone",
     "precompute_features",
     "log_training_run",
     "load_images",

@@ -93,6 +93,9 @@ class TrainConfig(Section):
     batch_size: PositiveInt = 32
     use_tuned: bool = False  # True: take per-(model, mix) hyperparameters from tune.best_params_file
     workers: Count = 0  # runs trained side by side, one process and one thread each; 0 = one per CPU core
+    # runs of one model and hyperparameters trained as one stacked network (train/together.py): auto on
+    # CUDA; always (on the CPU too: equal to runs alone up to the order of sums, so they retrain); never
+    together: Literal["auto", "always", "never"] = "auto"
     runs_dir: FilePath = Path("runs")  # per-(model, mix, seed) results, kept between runs
     cache_dir: FilePath = Path(".cache/synthmix")  # decoded-image and feature caches
     # epochs: every mix trains its model's epochs; steps: every mix trains as many optimiser steps as

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from synthmix.config.compute import Compute
 
 # Compute.record()'s keys logged under their own names; the rest are library versions (version.<library>)
-_SETTINGS = ("device", "dtype", "diffusion_dtype", "gpu")
+_SETTINGS = ("device", "dtype", "diffusion_dtype", "gpu", "together")
 
 
 def environment_params(record: Mapping[str, str]) -> dict[str, str]:
@@ -19,8 +19,8 @@ def environment_params(record: Mapping[str, str]) -> dict[str, str]:
 
 
 def watch_system(compute: Compute) -> None:
-    """On CUDA, MLflow's system metrics for every run this process starts from now on (GPU metrics
-    need pynvml installed; without it MLflow logs CPU, memory and disk only). Nothing on the CPU."""
+    """On CUDA, MLflow's system metrics for every run this process starts from now on (GPU utilisation
+    and memory through pynvml, from the nvidia-ml-py dependency). Nothing on the CPU."""
     if compute.is_cuda:
         import mlflow
 

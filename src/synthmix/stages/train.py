@@ -9,12 +9,9 @@ the model's params section, the code that trains and scores it).
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import signal
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +23,6 @@ from synthmix.config.hparams import Hyperparameters, fixed_hyperparameters, tune
 from synthmix.config.params import Params, TrainConfig, check_model, flatten, to_dict
 from synthmix.core.errors import UserError
 from synthmix.core.files import sha256_json
-from synthmix.core.processes import die_with_parent
 from synthmix.core.progress import progress
 from synthmix.data import vetting
 from synthmix.data.images import LabelledImages, load_images
@@ -40,7 +36,8 @@ from synthmix.runs.environment import environment_params, watch_system
 from synthmix.runs.evaluate import evaluate
 from synthmix.runs.summaries import write_summaries
 from synthmix.train import augment
-from synthmix.train.fit import FitResult, fit
+from synthmix.train.parallel import FitJob, Shared, fit_all
+from synthmix.train.together import trains_together
 
 
 @dataclass(frozen=True)
@@ -106,16 +103,25 @@ def plan_runs(
 def code_version() -> str:
     """Hash of the code that decides a run's numbers: a change to any of it retrains every run."""
     package = Path(__file__).parents[1]
-    result_code = ("data/images", "train/features", "train/fit", "runs/evaluate", "train/augment")
+    result_code = (
+        "data/images", "train/features", "train/fit", "runs/evaluate", "train/augment", "train/together",
+    )  # fmt: skip
     files = [*sorted((package / "models").glob("*.py")), *(package / f"{name}.py" for name in result_code)]
     return sha256_json([path.read_text() for path in files])[:16]
 
 
 def run_fingerprint(
-    spec: RunSpec, data: StudyData, cfg: TrainConfig, weights: str, code: str, compute: Compute | None = None
+    spec: RunSpec,
+    data: StudyData,
+    cfg: TrainConfig,
+    weights: str,
+    code: str,
+    compute: Compute | None = None,
+    together: bool = False,
 ) -> str:
     """Hash of everything that determines a run's result: a matching finished run is not redone. A run
-    on CUDA (or in bfloat16) adds its device and precision; one on the CPU in float32 adds nothing."""
+    on CUDA (or in bfloat16) adds its device and precision, and one trained together with others says
+    so; one on the CPU in float32, trained alone, adds nothing."""
     identity = compute.identity if compute is not None else None
     return sha256_json(
         {
@@ -136,6 +142,7 @@ def run_fingerprint(
             "code": code,
             "torch": torch.__version__,
             **({} if identity is None else {"compute": identity}),
+            **({"together": True} if together else {}),
         }
     )
 
@@ -198,11 +205,14 @@ def train_stage(
     data = read_study_data(params, all_mixes, seeds)
     specs = with_step_budgets(plan_runs(params, models, all_mixes, seeds), data, params)
     code = code_version()
-    fingerprints = {s: run_fingerprint(s, data, cfg, weights[s.model], code, compute) for s in specs}
+    together = {s: _together(s, cfg, compute) for s in specs}
+    fingerprints = {
+        s: run_fingerprint(s, data, cfg, weights[s.model], code, compute, together[s]) for s in specs
+    }
     todo = [s for s in specs if not rundir.is_finished(s.run_dir(cfg.runs_dir), fingerprints[s])]
     if todo:
         with _sigterm_interrupts():
-            _train_runs(params, data, todo, fingerprints, compute)
+            _train_runs(params, data, todo, fingerprints, compute, together)
     else:  # no MLflow run to open, yet the runs of a stage killed after its last run still end
         tracking.mark_dead_stage_runs("train")
     finished = [rundir.read_run(s.run_dir(cfg.runs_dir)) for s in specs]
@@ -246,6 +256,7 @@ def _train_runs(
     todo: Sequence[RunSpec],
     fingerprints: dict[RunSpec, str],
     compute: Compute,
+    together: dict[RunSpec, bool],
 ) -> None:
     from synthmix.runs.mlflow_log import log_training_run
     from synthmix.train.features import precompute_features
@@ -276,11 +287,16 @@ def _train_runs(
     ) as parent:
         for spec in todo:
             rundir.begin(spec.run_dir(cfg.runs_dir))
-        jobs = [(spec, stores[spec.draw], test, len(data.classes), cfg, compute) for spec in todo]
+        jobs = [
+            FitJob(s, s.model, stores[s.draw], s.seed, s.hp, s.max_steps, s.mix.online_augment, together[s])
+            for s in todo
+        ]
         test_paths, test_labels = [r.path for r in data.test_rows], test.labels.tolist()
         workers = cfg.workers or (1 if compute.is_cuda else 0)  # one process shares the GPU, not one a core
-        with closing(_fit_all(jobs, workers)) as fitted:  # closed however the loop ends
+        shared = Shared(test, len(data.classes), cfg, compute)
+        with closing(fit_all(jobs, shared, workers)) as fitted:  # closed however the loop ends
             for spec, result in progress(fitted, "Training runs", total=len(todo)):
+                assert isinstance(spec, RunSpec)
                 with tracking.interrupts_deferred():  # a run is recorded whole, or not at all
                     run_dir = spec.run_dir(cfg.runs_dir)
                     scores = evaluate(result.eval_logits, test.labels, data.classes)
@@ -305,10 +321,19 @@ def _train_runs(
                         budget=cfg.budget,
                         optimizer_steps=result.steps,
                         mlflow_parent_run_id=parent.info.run_id,
-                        environment=compute.record(),
+                        # "together": trained as one stacked network with the other runs of its group
+                        environment=compute.record() | ({"together": "true"} if together[spec] else {}),
                     )
                     run_id = log_training_run(spec.name, record, result, scores, run_dir, images, params)
                     rundir.finish(run_dir, record.with_mlflow_run(run_id))
+
+
+def _together(spec: RunSpec, cfg: TrainConfig, compute: Compute) -> bool:
+    """Whether `spec` trains together with the other runs of its model and hyperparameters
+    (train.together; auto: on CUDA), as far as its model and precision allow."""
+    if cfg.together == "never" or (cfg.together == "auto" and not compute.is_cuda):
+        return False
+    return not spec.mix.online_augment and trains_together(spec.model, cfg.image_size, compute)
 
 
 def _load(items: Sequence[SplitRow | TrainingImage], data: StudyData, cfg: TrainConfig) -> LabelledImages:
@@ -320,63 +345,6 @@ def _load(items: Sequence[SplitRow | TrainingImage], data: StudyData, cfg: Train
 def _load_training(items: Sequence[TrainingImage], data: StudyData, cfg: TrainConfig) -> LabelledImages:
     """A training set's images, its augmented copies made from their real images (augment.with_copies)."""
     return augment.with_copies(_load(items, data, cfg), [t.augment_seed for t in items], cfg.augment)
-
-
-FitJob = tuple[RunSpec, LabelledImages, LabelledImages, int, TrainConfig, Compute]
-
-
-def _fit_job(job: FitJob) -> tuple[RunSpec, FitResult]:
-    spec, train, test, num_classes, cfg, compute = job
-    result = fit(
-        spec.model,
-        train,
-        test,
-        spec.hp,
-        seed=spec.seed,
-        num_classes=num_classes,
-        train_cfg=cfg,
-        augment=cfg.augment if spec.mix.online_augment else None,
-        max_steps=spec.max_steps,
-        compute=compute,
-    )
-    return spec, result
-
-
-def _fit_all(jobs: Sequence[FitJob], workers: int) -> Iterator[tuple[RunSpec, FitResult]]:
-    """Fit every job, yielding each result as it finishes.
-
-    Each run is single-threaded (fit.single_thread), so runs go side by side in worker processes, one
-    per core by default: on 2 cores the study's 30 small runs take about half the time. Results do not
-    depend on the worker count: every run is seeded on its own and computes the same ops. Workers are
-    spawned, not forked, since forking a process that already used torch's thread pool can deadlock.
-
-    No worker outlives the stage: interrupted, failed or closed, this kills them mid-fit (their runs stay
-    unfinished, redone next time); killed outright, the stage takes them along (`die_with_parent`).
-    """
-    count = min(workers or os.cpu_count() or 1, len(jobs))
-    if count <= 1:
-        for job in jobs:
-            yield _fit_job(job)
-        return
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(count, context, initializer=die_with_parent, initargs=(os.getpid(),))
-    try:
-        # workers start (in submit) with Ctrl-C blocked, so one pressed as they import cannot kill them
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if os.name == "posix" else None
-        try:
-            futures = [pool.submit(_fit_job, job) for job in jobs]
-        finally:
-            if mask is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C meanwhile is delivered now
-        for future in as_completed(futures):
-            yield future.result()
-    except BaseException:  # KeyboardInterrupt, a run's error, or GeneratorExit from close()
-        for process in list((pool._processes or {}).values()):  # no public way to stop a running call
-            process.kill()
-            process.join()
-        raise
-    finally:
-        pool.shutdown(cancel_futures=True)
 
 
 @contextmanager
