@@ -209,7 +209,7 @@ five mixes, 3 seeds, 50 CNN / 20 ResNet50 epochs) at {args.image_size} px on thi
 
 Where the {profiled_total:.3g} s of the {largest[0]}-class, n={largest[1]} points (both models) went (cProfile of the
 stage's main process, cumulative; `precompute_features` is ResNet50's one backbone pass over the unique images,
-in the main process before runs go out; `_fit_all` is the time spent waiting for the train.workers processes
+in the main process before runs go out; `fit_alone` is the time spent waiting for the train.workers processes
 that run `fit`, so fitting itself is inside it):
 
 {markdown_table(["function", "calls", "seconds", "share"], profile_rows(profile, profiled_total))}

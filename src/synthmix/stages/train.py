@@ -105,6 +105,7 @@ def code_version() -> str:
     package = Path(__file__).parents[1]
     result_code = (
         "data/images", "train/features", "train/fit", "runs/evaluate", "train/augment", "train/together",
+        "train/stacked",
     )  # fmt: skip
     files = [*sorted((package / "models").glob("*.py")), *(package / f"{name}.py" for name in result_code)]
     return sha256_json([path.read_text() for path in files])[:16]

@@ -26,13 +26,10 @@ from synthmix.config.compute import Compute, cpu_compute
 from synthmix.config.hparams import Hyperparameters
 from synthmix.config.params import TrainConfig
 from synthmix.data.images import LabelledImages
-from synthmix.models import FrozenBackboneClassifier, PixelScaling, model_entry
+from synthmix.models import FrozenBackboneClassifier, model_entry
 from synthmix.train.features import backbone_features, feature_cache_key
 from synthmix.train.fit import EVAL_BATCH, EpochStats, FitResult
-
-ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which `fit` uses
-ADAM_EPS = 1e-8
-_ELEMENTWISE = (nn.ReLU, nn.MaxPool2d)
+from synthmix.train.stacked import LAYERS, Stack, StackedAdam
 
 
 @dataclass(frozen=True)
@@ -50,10 +47,8 @@ def chain_of(model: nn.Module, image_size: int) -> list[nn.Module] | None:
     also when the chain does not compute what the model computes (checked on one image of `image_size`)."""
     frozen = isinstance(model, FrozenBackboneClassifier)
     units = list(model.head.children()) if frozen else [m for _, m in getattr(model, "summary_units", list)()]
-    supported = (PixelScaling, nn.Conv2d, nn.Dropout, nn.Flatten, nn.Linear, *_ELEMENTWISE)
     plain = all(
-        type(u) in supported and getattr(u, "groups", 1) == 1 and getattr(u, "start_dim", 1) == 1
-        for u in units
+        type(u) in LAYERS and getattr(u, "groups", 1) == 1 and getattr(u, "start_dim", 1) == 1 for u in units
     )
     if not units or not plain or any(isinstance(u, nn.Flatten) and u.end_dim != -1 for u in units):
         return None
@@ -133,7 +128,7 @@ def fit_together(
     chains = [chain_of(m, image_size) for m in models]
     if any(c is None for c in chains):
         raise ValueError(f"{model_name} is not a network that runs can train together (chain_of)")
-    stack = _Stack([c for c in chains if c is not None], device)
+    stack = Stack([c for c in chains if c is not None], device)
     if not frozen:
         eval_inputs = [evaluate_on.images]
     train_x = torch.cat(inputs).to(device)  # every run's images (or features) on the device once
@@ -151,92 +146,8 @@ def fit_together(
     return results
 
 
-class _Stack:
-    """The runs' layers stacked: parameter k of every stacked tensor is run k's; each layer computes
-    every run at once. Activations are maps (B, K*C, H, W) until Flatten, vectors (K, B, F) after."""
-
-    def __init__(self, chains: Sequence[Sequence[nn.Module]], device: torch.device) -> None:
-        self.chains, self.runs = chains, len(chains)
-        self.layers = list(chains[0])
-        self.params: dict[tuple[int, str], torch.Tensor] = {}
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, nn.Conv2d | nn.Linear):
-                for name in ("weight", "bias"):
-                    if getattr(layer, name) is not None:
-                        stacked = torch.stack([getattr(c[i], name).detach() for c in chains])
-                        self.params[(i, name)] = stacked.to(device).requires_grad_(True)
-        self.pixel_scale = [
-            (layer.mean.to(device), layer.std.to(device)) if isinstance(layer, PixelScaling) else None
-            for layer in self.layers
-        ]
-
-    def parameters(self) -> list[torch.Tensor]:
-        return list(self.params.values())
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        dropout: Sequence[tuple[torch.Generator, int]] | None,
-    ) -> torch.Tensor:
-        """x: maps (B, K*C, H, W), or vectors (K, B, F) for a head -> logits (K, B, classes). `dropout`:
-        in training each run's generator and batch size (rows past it are padding); None in eval."""
-        k = self.runs
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, PixelScaling):
-                mean, std = self.pixel_scale[i]
-                b, _, h, w = x.shape
-                x = ((x.view(b, k, 3, h, w) / 255.0 - mean.unsqueeze(1)) / std.unsqueeze(1)).view(b, -1, h, w)
-                if layer.size is not None and (h, w) != (layer.size, layer.size):
-                    x = functional.interpolate(x, size=(layer.size,) * 2, mode="bilinear", antialias=True)
-            elif isinstance(layer, nn.Conv2d):
-                weight, bias = self.params[(i, "weight")], self.params.get((i, "bias"))
-                x = functional.conv2d(
-                    x,
-                    weight.flatten(0, 1),
-                    None if bias is None else bias.flatten(),
-                    layer.stride,
-                    layer.padding,
-                    layer.dilation,
-                    groups=k,
-                )
-            elif isinstance(layer, nn.Linear):
-                weight, bias = self.params[(i, "weight")], self.params.get((i, "bias"))
-                out = torch.bmm(x, weight.transpose(1, 2))
-                x = out if bias is None else out + bias.unsqueeze(1)
-            elif isinstance(layer, nn.Flatten):
-                b = x.shape[0]
-                x = x.view(b, k, -1).transpose(0, 1)
-            elif isinstance(layer, nn.Dropout):
-                if dropout is not None and layer.p > 0:
-                    x = x * _dropout_masks(x, layer.p, dropout)
-            else:
-                x = layer(x)
-        return x
-
-    def write_back(self, k: int) -> None:
-        """Run k's stacked parameters into its own model's layers."""
-        with torch.no_grad():
-            for (i, name), stacked in self.params.items():
-                getattr(self.chains[k][i], name).copy_(stacked[k].detach().to(torch.float32).cpu())
-
-
-def _dropout_masks(x: torch.Tensor, p: float, runs: Sequence[tuple[torch.Generator, int]]) -> torch.Tensor:
-    """Every run's dropout mask for its rows, zero on padding rows: drawn from its own generator in the
-    shape it draws alone, one call a run (the CPU kernel of `functional.dropout` is bernoulli_(1 - p),
-    then / (1 - p)); a run without rows this step draws nothing."""
-    maps = x.dim() == 4
-    rows = x.shape[0] if maps else x.shape[1]
-    per_run = (x.shape[1] // len(runs), *x.shape[2:]) if maps else (x.shape[2],)
-    masks = torch.zeros((len(runs), rows, *per_run), device=x.device, dtype=x.dtype)
-    for j, (generator, size) in enumerate(runs):
-        if size:
-            masks[j, :size].bernoulli_(1 - p, generator=generator)  # a contiguous block: as drawn alone
-    masks.div_(1 - p)
-    return masks.transpose(0, 1).reshape(x.shape) if maps else masks
-
-
 def _train_together(
-    stack: _Stack,
+    stack: Stack,
     runs: Sequence[TogetherRun],
     hp: Hyperparameters,
     generators: Sequence[torch.Generator],
@@ -251,7 +162,7 @@ def _train_together(
     """`fit._train_loop` for every run at once: per-run histories, final eval logits and steps."""
     k = len(runs)
     shuffles = [torch.Generator().manual_seed(r.seed) for r in runs]
-    adam = _StackedAdam(stack.parameters(), k, hp.lr, hp.weight_decay)
+    adam = StackedAdam(stack.parameters(), k, hp.lr, hp.weight_decay)
     histories: list[list[EpochStats]] = [[] for _ in runs]
     final: list[torch.Tensor] = [torch.empty(0)] * k
     steps, epochs = [0] * k, [0] * k
@@ -271,19 +182,30 @@ def _train_together(
             order = torch.randperm(len(run.train), generator=shuffles[j]).split(hp.batch_size)
             limit = run.max_steps
             batches.append(list(order if limit is None else order[: limit - steps[j]]))
-        sums = torch.zeros(k, dtype=torch.float64)
-        correct, seen = [0] * k, [0] * k
-        for step in range(max(len(b) for b in batches)):
-            picked = [b[step] if step < len(b) else torch.empty(0, dtype=torch.long) for b in batches]
-            losses, hits = _step(stack, adam, picked, generators, train_x, train_y, offsets, frozen, compute)
-            for j, rows in enumerate(picked):
-                if len(rows):
-                    sums[j] += float(losses[j]) * len(rows)
-                    correct[j] += int(hits[j])
-                    seen[j] += len(rows)
-        ran = [j for j in range(k) if batches[j]]
+        index, valid, sizes = _epoch_index(batches, offsets, hp.batch_size)
+        index, valid = index.to(compute.device), valid.to(compute.device)  # one copy an epoch
+        sums = torch.zeros(k, dtype=torch.float64, device=compute.device)
+        correct = torch.zeros(k, dtype=torch.long, device=compute.device)
+        for step in range(len(sizes)):
+            losses, hits = _step(
+                stack,
+                adam,
+                index[step],
+                valid[step],
+                sizes[step],
+                generators,
+                train_x,
+                train_y,
+                frozen,
+                compute,
+            )
+            # as fit sums them: each batch's float32 mean loss times its rows, in float64
+            sums += losses.double() * torch.tensor(sizes[step], dtype=torch.float64, device=compute.device)
+            correct += hits
+        seen = [sum(len(b) for b in run_batches) for run_batches in batches]
+        sums_cpu, correct_cpu = sums.cpu().tolist(), correct.cpu().tolist()
         logits = _predict(stack, eval_x, frozen, compute)
-        for j in ran:
+        for j in (j for j in range(k) if batches[j]):
             steps[j] += len(batches[j])
             final[j] = logits[j]
             if len(eval_y):
@@ -291,34 +213,43 @@ def _train_together(
                 eval_acc = float((logits[j].argmax(1) == eval_y).float().mean())
             else:
                 eval_loss = eval_acc = float("nan")
-            histories[j].append(
-                EpochStats(epochs[j], float(sums[j]) / seen[j], correct[j] / seen[j], eval_loss, eval_acc)
-            )
+            train_loss, train_acc = sums_cpu[j] / seen[j], correct_cpu[j] / seen[j]
+            histories[j].append(EpochStats(epochs[j], train_loss, train_acc, eval_loss, eval_acc))
     return histories, final, steps
 
 
+def _epoch_index(
+    batches: Sequence[Sequence[torch.Tensor]], offsets: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+    """An epoch's rows of every run as one (steps, K, width) index into the concatenated training set
+    (padding rows read row 0), its validity mask and each step's batch sizes."""
+    k, count = len(batches), max(len(b) for b in batches)
+    index = torch.zeros(count, k, width, dtype=torch.long)
+    valid = torch.zeros(count, k, width, dtype=torch.bool)
+    sizes = [[0] * k for _ in range(count)]
+    for j, run_batches in enumerate(batches):
+        for step, rows in enumerate(run_batches):
+            index[step, j, : len(rows)] = rows + offsets[j]
+            valid[step, j, : len(rows)] = True
+            sizes[step][j] = len(rows)
+    return index, valid, sizes
+
+
 def _step(
-    stack: _Stack,
-    adam: _StackedAdam,
-    picked: Sequence[torch.Tensor],
+    stack: Stack,
+    adam: StackedAdam,
+    index: torch.Tensor,
+    valid: torch.Tensor,
+    sizes: Sequence[int],
     generators: Sequence[torch.Generator],
     train_x: torch.Tensor,
     train_y: torch.Tensor,
-    offsets: torch.Tensor,
     frozen: bool,
     compute: Compute,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step of every run with a batch (the others unchanged): each run's mean loss and
-    correct predictions, (K,) each."""
-    k = len(picked)
-    sizes = [len(rows) for rows in picked]
-    width = max(sizes)
-    index = torch.zeros(k, width, dtype=torch.long)  # padding rows read image 0 and are masked out
-    valid = torch.zeros(k, width, dtype=torch.bool)
-    for j, rows in enumerate(picked):
-        index[j, : len(rows)] = rows + offsets[j]
-        valid[j, : len(rows)] = True
-    index, valid = index.to(compute.device), valid.to(compute.device)
+    correct predictions, (K,) each, on the device."""
+    k, width = index.shape
     x = train_x[index].to(torch.float32)  # (K, B, ...)
     if not frozen:
         x = x.transpose(0, 1).flatten(1, 2)  # (B, K*3, H, W)
@@ -332,12 +263,12 @@ def _step(
     losses = (per_row * valid).sum(1) / counts  # each run's mean over its own rows
     adam.zero_grad()
     losses.sum().backward()
-    adam.step(torch.tensor([s > 0 for s in sizes], device=compute.device))
+    adam.step(torch.tensor([n > 0 for n in sizes]))
     hits = ((out.detach().argmax(2) == y) & valid).sum(1)
-    return losses.detach().cpu(), hits.cpu()
+    return losses.detach(), hits
 
 
-def _predict(stack: _Stack, eval_x: torch.Tensor, frozen: bool, compute: Compute) -> torch.Tensor:
+def _predict(stack: Stack, eval_x: torch.Tensor, frozen: bool, compute: Compute) -> torch.Tensor:
     """Every run's logits on the evaluation split, (K, N, classes) float32, in eval mode."""
     k = stack.runs
     chunk = max(1, EVAL_BATCH // k) if not frozen else EVAL_BATCH
@@ -351,50 +282,3 @@ def _predict(stack: _Stack, eval_x: torch.Tensor, frozen: bool, compute: Compute
                 x = eval_x[start : start + chunk].to(torch.float32).repeat(1, k, 1, 1)
             parts.append(stack.forward(x, None).float())
     return torch.cat(parts, dim=1) if parts else torch.empty(k, 0, 0)
-
-
-class _StackedAdam:
-    """torch.optim.Adam (its single-tensor arithmetic, L2 weight decay) on stacked parameters, with a
-    step count per run: a run without a batch this step keeps its parameters and moments."""
-
-    def __init__(self, params: Sequence[torch.Tensor], runs: int, lr: float, weight_decay: float) -> None:
-        self.params, self.lr, self.weight_decay = list(params), lr, weight_decay
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = torch.zeros(runs, dtype=torch.float64)
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
-        beta1, beta2 = ADAM_BETAS
-        on_runs = active.cpu()
-        self.steps += on_runs.to(torch.float64)
-        counts = set(self.steps[on_runs].tolist())
-        if len(counts) == 1:  # the usual step: Adam's own Python-float arithmetic, to the last bit
-            count = counts.pop()
-            step_size: float | torch.Tensor = self.lr / (1 - beta1**count)
-            bias2_sqrt: float | torch.Tensor = (1 - beta2**count) ** 0.5
-        else:  # runs at different step counts: the same arithmetic with per-run scalars
-            count = self.steps.clamp(min=1)
-            step_size = (self.lr / (1 - beta1**count)).to(torch.float32)
-            bias2_sqrt = ((1 - beta2**count) ** 0.5).to(torch.float32)
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
-            shape = (-1, *([1] * (p.dim() - 1)))
-            on = active.view(shape)
-            grad = p.grad if p.grad is not None else torch.zeros_like(p)
-            if self.weight_decay != 0:
-                grad = grad.add(p, alpha=self.weight_decay)
-            m_new = m.lerp(grad, 1 - beta1)
-            v_new = (v * beta2).addcmul_(grad, grad, value=1 - beta2)
-            if isinstance(step_size, float):
-                denom = (v_new.sqrt() / bias2_sqrt).add_(ADAM_EPS)
-                p_new = p.addcdiv(m_new, denom, value=-step_size)
-            else:
-                denom = (v_new.sqrt() / bias2_sqrt.to(p.device).view(shape)).add_(ADAM_EPS)
-                p_new = p - step_size.to(p.device).view(shape) * (m_new / denom)
-            m.copy_(torch.where(on, m_new, m))
-            v.copy_(torch.where(on, v_new, v))
-            p.copy_(torch.where(on, p_new, p))
