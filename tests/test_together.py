@@ -153,3 +153,45 @@ def test_the_train_stage_trains_runs_together_when_asked_and_they_agree(
         assert rundir.read_run(d).record.environment["together"] == "true"
     assert run(["train"]) == 0
     assert "Trained 0 run(s), 8 already finished" in capsys.readouterr().err.replace("\n", " ")
+
+
+@pytest.mark.slow
+def test_the_train_stage_shares_its_runs_among_launched_processes(in_tmp, image_tree, monkeypatch):
+    """`torchrun --nproc_per_node 2 -m synthmix train` (what `accelerate launch --multi_gpu` runs; CPU
+    processes and gloo here, one a GPU on a GPU machine): each process trains every other run under its
+    own MLflow stage run, the first writes the summaries of all of them, and the runs are those one
+    process trains (the same predictions)."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from synthmix.runs import rundir, tracking
+    from test_train import _tiny_project
+
+    uri = f"sqlite:///{in_tmp / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _tiny_project(in_tmp, image_tree)
+    launcher = Path(sys.executable).with_name("torchrun")
+    command = [str(launcher), "--standalone", "--nproc_per_node", "2", "-m", "synthmix", "train"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dirs = sorted(in_tmp.glob("runs/*/*/*"))
+    assert len(run_dirs) == 8 and all(
+        rundir.is_finished(d, rundir.read_run(d).record.fingerprint) for d in run_dirs
+    )
+    assert Path("metrics.json").exists()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("synthmix").experiment_id])
+    parents = [r for r in runs if r.data.tags.get(tracking.SWEEP) == "true"]
+    assert sorted(r.info.run_name.split(":")[0] for r in parents) == ["process 1 of 2", "process 2 of 2"]
+    assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 8 + 2
+    pids = {r.data.tags[tracking.PID] for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(pids) == 2
+    shared = {d: d.joinpath("predictions.csv").read_text() for d in run_dirs}
+    for d in run_dirs:
+        d.joinpath(rundir.DONE).unlink()  # one process trains them all again
+    from synthmix.cli import run
+
+    assert run(["train"]) == 0
+    assert {d: d.joinpath("predictions.csv").read_text() for d in run_dirs} == shared

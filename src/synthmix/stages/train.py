@@ -36,7 +36,7 @@ from synthmix.runs.environment import environment_params, watch_system
 from synthmix.runs.evaluate import evaluate
 from synthmix.runs.summaries import write_summaries
 from synthmix.train import augment
-from synthmix.train.parallel import FitJob, Shared, fit_all
+from synthmix.train.parallel import FitJob, Shared, fit_all, process_share
 from synthmix.train.together import trains_together
 
 
@@ -210,16 +210,24 @@ def train_stage(
     fingerprints = {
         s: run_fingerprint(s, data, cfg, weights[s.model], code, compute, together[s]) for s in specs
     }
-    todo = [s for s in specs if not rundir.is_finished(s.run_dir(cfg.runs_dir), fingerprints[s])]
+    unfinished = [s for s in specs if not rundir.is_finished(s.run_dir(cfg.runs_dir), fingerprints[s])]
+    share = process_share()  # launched as several processes (one a GPU): this one's runs
+    todo = share.mine(unfinished)
+    if share.device is not None and compute.is_cuda:
+        compute = replace(compute, device=share.device)
     if todo:
         with _sigterm_interrupts():
             _train_runs(params, data, todo, fingerprints, compute, together)
     else:  # no MLflow run to open, yet the runs of a stage killed after its last run still end
         tracking.mark_dead_stage_runs("train")
+    share.wait()  # every process's runs are finished: the main one summarises them all
+    if not share.is_main:
+        return StageResult([s.run_dir(cfg.runs_dir) for s in todo], [])
     finished = [rundir.read_run(s.run_dir(cfg.runs_dir)) for s in specs]
     write_summaries(finished, Path("metrics.json"), Path("plots"), params.report.primary_metric)
     return StageResult(
-        [s.run_dir(cfg.runs_dir) for s in todo], [s.run_dir(cfg.runs_dir) for s in specs if s not in todo]
+        [s.run_dir(cfg.runs_dir) for s in unfinished],
+        [s.run_dir(cfg.runs_dir) for s in specs if s not in unfinished],
     )
 
 
@@ -273,7 +281,8 @@ def _train_runs(
             sets = [test, *(stores[k] for k in dict.fromkeys(s.draw for s in runs))]
             precompute_features(model, sorted({s.seed for s in runs}), sets, len(data.classes), cfg, compute)
     watch_system(compute)  # MLflow's system metrics, on CUDA only
-    sweep = (
+    share = process_share()
+    sweep = (f"process {share.index + 1} of {share.count}: " if share.count > 1 else "") + (
         f"train {','.join(dict.fromkeys(s.model for s in todo))} x "
         f"{','.join(dict.fromkeys(s.mix.name for s in todo))} x seeds "
         f"{','.join(map(str, sorted({s.seed for s in todo})))}"

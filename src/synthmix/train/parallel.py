@@ -7,9 +7,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import torch
 
 from synthmix.config.compute import Compute
 from synthmix.config.hparams import Hyperparameters
@@ -19,6 +22,7 @@ from synthmix.data.images import LabelledImages
 from synthmix.train.fit import FitResult, fit
 from synthmix.train.together import TogetherRun, fit_together
 
+T = TypeVar("T")
 MAX_TOGETHER = 32  # runs in one stacked network: its training images all sit on the device at once
 
 
@@ -44,6 +48,36 @@ class Shared:
     num_classes: int
     cfg: TrainConfig
     compute: Compute
+
+
+@dataclass(frozen=True)
+class ProcessShare:
+    """This process's part of a stage launched as several processes (`accelerate launch --num_processes
+    N -m synthmix train`: one a GPU, each pinned to its own): every N-th run from its index on, on its
+    own device; `wait` returns when every process has finished its part. One process: all of it."""
+
+    index: int = 0
+    count: int = 1
+    device: torch.device | None = None  # the process's GPU as accelerate assigns it (None: one process)
+    wait: Callable[[], None] = field(default=lambda: None, compare=False)
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def mine(self, items: Sequence[T]) -> list[T]:
+        return list(items[self.index :: self.count])
+
+
+def process_share() -> ProcessShare:
+    """This process's share, from accelerate's launcher (its WORLD_SIZE and ranks); all of it alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ProcessShare()
+    from accelerate import PartialState  # the launcher's process group: gloo on CPUs, NCCL on GPUs
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU processes: gloo (tests, CPU machines)
+    device = state.device if state.device.type == "cuda" else None
+    return ProcessShare(state.process_index, state.num_processes, device, state.wait_for_everyone)
 
 
 def fit_all(jobs: Sequence[FitJob], shared: Shared, workers: int) -> Iterator[tuple[Hashable, FitResult]]:
