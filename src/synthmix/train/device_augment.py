@@ -119,7 +119,7 @@ def apply(images: torch.Tensor, draws: Draws, cfg: AugmentConfig) -> torch.Tenso
     """uint8 `images` transformed with `draws` (from `draw`): warp, colour jitter, RandAugment."""
     if len(images) == 0:
         return images.clone()
-    x = _warp(images, draws)
+    x = _warp(images, draws, rotated=cfg.rotation > 0)
     if cfg.color_jitter > 0:
         x = _jitter(x, draws.jitter_order, draws.jitter_factor)
     if cfg.randaugment_ops > 0:
@@ -146,28 +146,34 @@ def _pixel_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return grid.view(len(theta), height, width, 2)
 
 
-def _warp(images: torch.Tensor, draws: Draws) -> torch.Tensor:
+def _warp(images: torch.Tensor, draws: Draws, rotated: bool) -> torch.Tensor:
     """Crop, resize, flip and rotate in one bilinear sample. An output pixel's point rotated back (q)
     is a point of the flipped, resized crop, which maps straight into the source image (clamped to the
-    crop, as resize clamps); a q outside the frame is rotation's zero fill."""
+    crop, as resize clamps); when `rotated`, a q outside the frame is rotation's zero fill."""
     height, width = images.shape[-2:]
     radians = torch.deg2rad(draws.angle)
     cos, sin, zero = radians.cos(), radians.sin(), torch.zeros_like(radians)
     rotation = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    q = _pixel_grid(rotation, height, width)  # normalised: the frame is [-1, 1]
-    inside = (q.abs() <= 1).all(dim=-1)[:, None]
-    top, left, h, w = draws.boxes.to(torch.float64).unbind(1)
-    scale = torch.stack([torch.where(draws.flip, -w / width, w / width), h / height], 1)
-    centre = torch.stack([(2 * left + w) / width - 1, (2 * top + h) / height - 1], 1)
-    grid = q * scale.to(q.dtype)[:, None, None] + centre.to(q.dtype)[:, None, None]
+    grid = _pixel_grid(rotation, height, width)  # q, normalised: the frame is [-1, 1]
+    inside = (grid.abs() <= 1).all(dim=-1)[:, None] if rotated else None
+    top, left, h, w = (v[:, None, None] for v in draws.boxes.to(torch.float64).unbind(1))
+    flip = draws.flip[:, None, None]
+
+    def per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x, y], dim=-1).to(grid.dtype)  # (N, 1, 1, 2): broadcast over the pixels
+
+    grid.mul_(per_image(torch.where(flip, -w / width, w / width), h / height))
+    grid.add_(per_image((2 * left + w) / width - 1, (2 * top + h) / height - 1))
     # resize reads no pixel outside its crop: the first and last pixel centres bound the samples
-    first = torch.stack([(2 * left + 1) / width - 1, (2 * top + 1) / height - 1], 1).to(q.dtype)
-    last = torch.stack([(2 * (left + w) - 1) / width - 1, (2 * (top + h) - 1) / height - 1], 1).to(q.dtype)
-    grid = torch.maximum(torch.minimum(grid, last[:, None, None]), first[:, None, None])
+    first = per_image((2 * left + 1) / width - 1, (2 * top + 1) / height - 1)
+    last = per_image((2 * (left + w) - 1) / width - 1, (2 * (top + h) - 1) / height - 1)
+    grid = torch.clamp(grid, first, last)
     out = F.grid_sample(
         images.to(torch.float32), grid, mode="bilinear", padding_mode="border", align_corners=False
     )
-    return torch.where(inside, out, 0.0).round_().clamp_(0, 255).to(torch.uint8)
+    if inside is not None:
+        out = torch.where(inside, out, 0.0)
+    return out.round_().to(torch.uint8)  # bilinear stays within 0-255
 
 
 # --- colour: torchvision's kernels with a factor per image -----------------------------------------
@@ -187,7 +193,8 @@ def _factor(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _blend(x: torch.Tensor, reference: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """torchvision's _blend on uint8: x * f + reference * (1 - f), clamped, truncated to uint8."""
     ratio, rest = _factor(f)
-    return x.mul(ratio).add_(reference * rest).clamp_(0, 255).to(torch.uint8)
+    out = x.to(torch.float32, copy=True)  # then in place: uint8 times float is a slow path on the CPU
+    return out.mul_(ratio).add_(reference * rest).clamp_(0, 255).to(torch.uint8)
 
 
 def _jitter(x: torch.Tensor, order: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
