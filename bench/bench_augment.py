@@ -5,13 +5,14 @@ run augments every batch, both ways on the CPU:
 
 - per image: `augment.augment_batch`, torchvision.transforms.v2 one image at a time under its own seed
   (what fit runs on the CPU, unchanged);
-- batched: `device_augment.augment_on_device` on the CPU, the whole batch at once (what fit runs on
-  CUDA, where it is meant to be measured: this machine has no GPU, so the GPU figure is unmeasured).
+- batched: `device_augment.augment_on_device`, the whole batch at once, on `--device` (default the
+  CPU; what fit runs on CUDA, where it is meant to be measured: `--device cuda`).
 
 Each policy: params.yaml's (crop, rotation, colour jitter, RandAugment 2 ops) and the same without
 RandAugment. Images/s are the best of `--repeats` batches; the ratio is batched / per image.
 
 Run from the repository root:  .venv/bin/python bench/bench_augment.py [--size 128] [--batch 256] [--threads 1 2]
+[--device cuda]
 """
 
 from __future__ import annotations
@@ -53,35 +54,40 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="torch threads, one run each")
+    parser.add_argument("--device", default="cpu", help="where the batched policy runs: cpu or cuda")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
+    machine = describe_machine(max(args.threads))  # before the runs: the load they started under
     batch = images(args.batch, args.size)
+    device = torch.device(args.device)
+    on_device = batch.to(device)
+
+    def batched(cfg: AugmentConfig, generator: torch.Generator) -> None:
+        augment_on_device(on_device, generator, cfg)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     rows = []
     for threads in args.threads:
         set_threads(threads)
         for name, cfg in POLICIES.items():
-            generator = torch.Generator().manual_seed(0)
-            augment_batch(batch[:2], generator, cfg), augment_on_device(batch[:2], generator, cfg)  # warm up
+            generator, on = torch.Generator().manual_seed(0), torch.Generator(device).manual_seed(0)
+            augment_batch(batch[:2], generator, cfg), batched(cfg, on)  # warm up
             per_image = best_of(args.repeats, lambda cfg=cfg, g=generator: augment_batch(batch, g, cfg))
-            batched = best_of(args.repeats, lambda cfg=cfg, g=generator: augment_on_device(batch, g, cfg))
-            rate, fast = args.batch / per_image, args.batch / batched
+            together = best_of(args.repeats, lambda cfg=cfg, g=on: batched(cfg, g))
+            rate, fast = args.batch / per_image, args.batch / together
             rows.append([threads, name, f"{rate:,.0f}", f"{fast:,.0f}", f"{fast / rate:.2f}x"])
             print(rows[-1], flush=True)
-    header = ["threads", "policy", "per image (images/s)", "batched (images/s)", "batched / per image"]
+    header = ["threads", "policy", "per image, CPU (images/s)", f"batched, {device.type} (images/s)", "ratio"]
     table = markdown_table(header, rows)
     print(table)
     if not args.no_record:
         body = (
             f"{args.batch} photo-like images at {args.size} px a batch, augmented afresh each call, best of "
-            f"{args.repeats}; both on the CPU. The batched policy's GPU figure is unmeasured (no GPU here).\n\n"
-            + table
+            f"{args.repeats}; the per-image policy on the CPU, the batched one on {device} (ratio: batched / "
+            "per image).\n\n" + table
         )
-        append_results(
-            "Augmentation: per image (CPU) vs batched",
-            command_line(),
-            describe_machine(max(args.threads)),
-            body,
-        )
+        append_results("Augmentation: per image (CPU) vs batched", command_line(), machine, body)
 
 
 if __name__ == "__main__":

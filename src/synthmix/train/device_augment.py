@@ -140,8 +140,9 @@ def _pixel_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
         torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=device)[:, None]
     )
     base[..., 2].fill_(1)
-    half = torch.tensor([0.5 * width, 0.5 * height], device=device)
-    rescaled = theta.to(torch.float32).transpose(1, 2) / half
+    rescaled = theta.to(torch.float32).transpose(1, 2).contiguous()  # (N, 3, 2)
+    rescaled[..., 0].div_(0.5 * width)  # scalars, not a tensor: no copy from the host per batch
+    rescaled[..., 1].div_(0.5 * height)
     grid = base.view(1, height * width, 3).expand(len(theta), -1, -1).bmm(rescaled)
     return grid.view(len(theta), height, width, 2)
 
@@ -297,8 +298,8 @@ def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 
 def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """torchvision's adjust_sharpness: the interior blended with a 3x3 smoothed copy, the border kept."""
-    a, b = 1.0 / 13.0, 5.0 / 13.0
-    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], device=x.device).expand(3, 1, 3, 3)
+    kernel = torch.full((3, 1, 3, 3), 1.0 / 13.0, device=x.device)  # 1s around a 5, normalised
+    kernel[:, :, 1, 1] = 5.0 / 13.0
     out = x.to(torch.float32)
     blurred = F.conv2d(out, kernel, groups=3).round_()
     view = out[..., 1:-1, 1:-1]
