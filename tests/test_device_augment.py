@@ -136,24 +136,22 @@ def test_each_jitter_step_is_torchvisions():
         assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 0.01  # float rounding
 
 
+@pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("negate", [False, True])
-def test_each_randaugment_op_is_torchvisions(negate):
-    images = _batch(4)
+def test_each_randaugment_op_is_torchvisions(negate, dense):
+    """One batch, image i taking op i: each image as torchvision's op makes it at the same magnitude."""
+    images = _batch(2 * len(RANDAUGMENT_OPS))
+    ops = torch.arange(len(images))[:, None] % len(RANDAUGMENT_OPS)
+    out = dev._randaugment(images, ops, torch.full(ops.shape, negate), 9, dense=dense)
     reference = v2.RandAugment()
     values, signed = dev._magnitudes(9, 32, 32)
-    for index, name in enumerate(RANDAUGMENT_OPS):
-        ops = torch.full((4, 1), index)
-        out = dev._randaugment(images, ops, torch.full((4, 1), negate), 9)
-        magnitude = -values[index] if negate and signed[index] else values[index]
-        expected = torch.stack(
-            [
-                reference._apply_image_or_video_transform(
-                    x, name, magnitude, interpolation=reference.interpolation, fill=reference._fill
-                )
-                for x in images
-            ]
+    for image, op, augmented in zip(images, ops[:, 0].tolist(), out, strict=True):
+        magnitude = -values[op] if negate and signed[op] else values[op]
+        expected = reference._apply_image_or_video_transform(
+            image, RANDAUGMENT_OPS[op], magnitude, interpolation=reference.interpolation, fill=reference._fill
         )
-        difference = (out.int() - expected.int()).abs()
+        difference = (augmented.int() - expected.int()).abs()
+        name = RANDAUGMENT_OPS[op]
         assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 0.01, name
 
 

@@ -245,55 +245,58 @@ def _randaugment(
 
     `dense` (default: off the CPU): every op runs on the whole batch and each image keeps its own, with
     no host sync; else each op runs on the images that chose it. Every op is per image, so the two give
-    the same images."""
+    the same images. The five geometric ops are one warp, each image by its own map."""
     values, signed = _magnitudes(magnitude, x.shape[-2], x.shape[-1])
     dense = x.device.type != "cpu" if dense is None else dense
     for step in range(ops.shape[1]):
         op, sign = ops[:, step], torch.where(negate[:, step], -1.0, 1.0).to(torch.float64)
+        m = torch.zeros_like(sign)  # each image's magnitude, for its own op
+        for index, value in enumerate(values):
+            m = torch.where(op == index, sign * value if signed[index] else value, m)
+        geometric = op == _GEOMETRIC[0]
+        for index in _GEOMETRIC[1:]:
+            geometric = geometric | (op == index)
+        units = [(geometric, _geometric)]
+        units += [(op == RANDAUGMENT_OPS.index(name), transform) for name, transform in _OPS.items()]
         out = x
-        for index, transform in enumerate(_OPS):
-            m = sign * values[index] if signed[index] else torch.full_like(sign, values[index])
-            chosen = op == index
+        for chosen, transform in units:
             if dense:
-                out = torch.where(chosen.view(-1, 1, 1, 1), transform(x, m, values[index]), out)
+                out = torch.where(chosen.view(-1, 1, 1, 1), transform(x, m, op), out)
                 continue
             rows = chosen.nonzero()[:, 0]
             if len(rows):
                 out = out.clone() if out is x else out
-                out[rows] = transform(x[rows], m[rows], values[index])
+                out[rows] = transform(x[rows], m[rows], op[rows])
         x = out
     return x
 
 
-def _affine(x: torch.Tensor, matrix: list[list[torch.Tensor]]) -> torch.Tensor:
-    """Nearest-neighbour warp by per-image inverse maps (rows of (N,) tensors, centred pixels), zero fill."""
+def _geometric(x: torch.Tensor, m: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
+    """ShearX, ShearY, TranslateX, TranslateY or Rotate by `op`, at magnitude `m`, each image its own:
+    v2's inverse maps (shear by atan(m) about the top-left corner, translation by int(m) pixels, rotation
+    about the centre), nearest neighbour, zero fill. Any other op's image gets the identity map."""
+    height, width = x.shape[-2], x.shape[-1]
+
+    def where(name: str, value: torch.Tensor) -> torch.Tensor:
+        return torch.where(op == RANDAUGMENT_OPS.index(name), value, 0.0)
+
+    shear = torch.tan(torch.deg2rad(torch.rad2deg(torch.atan(m))))  # through degrees and back, as v2
+    shear_x, shear_y = where("ShearX", shear), where("ShearY", shear)
+    shift = -torch.trunc(m)
+    radians = torch.deg2rad(where("Rotate", m))
+    cos, sin = radians.cos(), radians.sin()
+    matrix = [
+        [cos, shear_x - sin, shear_x * height / 2 + where("TranslateX", shift)],
+        [shear_y + sin, cos, shear_y * width / 2 + where("TranslateY", shift)],
+    ]
     theta = torch.stack([torch.stack(row, 1) for row in matrix], 1)
-    grid = _pixel_grid(theta, x.shape[-2], x.shape[-1])
+    grid = _pixel_grid(theta, height, width)
     out = F.grid_sample(x.to(torch.float32), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out.round_().to(torch.uint8)
 
 
-def _shear(x: torch.Tensor, m: torch.Tensor, along_x: bool) -> torch.Tensor:
-    """v2's shear: by atan(m) about the top-left corner (tan(atan(m)) through degrees, as v2)."""
-    t = torch.tan(torch.deg2rad(torch.rad2deg(torch.atan(m))))
-    one, zero = torch.ones_like(t), torch.zeros_like(t)
-    h, w = x.shape[-2], x.shape[-1]
-    if along_x:
-        return _affine(x, [[one, t, t * h / 2], [zero, one, zero]])
-    return _affine(x, [[one, zero, zero], [t, one, t * w / 2]])
-
-
-def _translate(x: torch.Tensor, m: torch.Tensor, along_x: bool) -> torch.Tensor:
-    shift, one, zero = -torch.trunc(m), torch.ones_like(m), torch.zeros_like(m)  # v2: int(magnitude) pixels
-    if along_x:
-        return _affine(x, [[one, zero, shift], [zero, one, zero]])
-    return _affine(x, [[one, zero, zero], [zero, one, shift]])
-
-
-def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    r = torch.deg2rad(degrees)
-    zero = torch.zeros_like(r)
-    return _affine(x, [[r.cos(), -r.sin(), zero], [r.sin(), r.cos(), zero]])
+def _per_image(m: torch.Tensor) -> torch.Tensor:
+    return m.view(-1, 1, 1, 1)
 
 
 def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -307,9 +310,10 @@ def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return out.clamp_(0, 255).to(torch.uint8)
 
 
-def _posterize(x: torch.Tensor, bits: float) -> torch.Tensor:
-    keep = int(bits)
-    return x if keep >= 8 else x & (((1 << keep) - 1) << (8 - keep))
+def _posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """The top `bits` bits of each value kept (8: the image as it is)."""
+    keep = bits.long().clamp(0, 8)
+    return x & _per_image(((1 << keep) - 1) << (8 - keep)).to(torch.uint8)
 
 
 def _autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -331,20 +335,17 @@ def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _blend(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), factor)
 
 
-# (images, per-image magnitude, the op's unsigned magnitude) -> images, in RANDAUGMENT_OPS' order
-_OPS: tuple[Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor], ...] = (
-    lambda x, m, v: x,  # Identity
-    lambda x, m, v: _shear(x, m, along_x=True),
-    lambda x, m, v: _shear(x, m, along_x=False),
-    lambda x, m, v: _translate(x, m, along_x=True),
-    lambda x, m, v: _translate(x, m, along_x=False),
-    lambda x, m, v: _rotate(x, m),
-    lambda x, m, v: _blend(x, torch.zeros((), device=x.device), 1 + m),  # Brightness
-    lambda x, m, v: _blend(x, _gray(x), 1 + m),  # Color: saturation
-    lambda x, m, v: _contrast(x, 1 + m),
-    lambda x, m, v: _sharpness(x, 1 + m),
-    lambda x, m, v: _posterize(x, v),
-    lambda x, m, v: torch.where(x >= 255 * v, 255 - x, x),  # Solarize (v2's invert is 255 - x on uint8)
-    lambda x, m, v: _autocontrast(x),
-    lambda x, m, v: _equalize(x),
+_GEOMETRIC = tuple(
+    RANDAUGMENT_OPS.index(n) for n in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 )
+# every other op but Identity: (images, each image's magnitude, its op) -> images
+_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "Brightness": lambda x, m, op: _blend(x, torch.zeros((), device=x.device), 1 + m),
+    "Color": lambda x, m, op: _blend(x, _gray(x), 1 + m),  # saturation
+    "Contrast": lambda x, m, op: _contrast(x, 1 + m),
+    "Sharpness": lambda x, m, op: _sharpness(x, 1 + m),
+    "Posterize": lambda x, m, op: _posterize(x, m),
+    "Solarize": lambda x, m, op: torch.where(x >= _per_image(255 * m), 255 - x, x),  # v2 inverts: 255 - x
+    "AutoContrast": lambda x, m, op: _autocontrast(x),
+    "Equalize": lambda x, m, op: _equalize(x),
+}
