@@ -140,7 +140,7 @@ def _pixel_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
         torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=device)[:, None]
     )
     base[..., 2].fill_(1)
-    rescaled = theta.to(torch.float32).transpose(1, 2).contiguous()  # (N, 3, 2)
+    rescaled = theta.to(torch.float32).transpose(1, 2).clone()  # (N, 3, 2), divided in place below
     rescaled[..., 0].div_(0.5 * width)  # scalars, not a tensor: no copy from the host per batch
     rescaled[..., 1].div_(0.5 * height)
     grid = base.view(1, height * width, 3).expand(len(theta), -1, -1).bmm(rescaled)
