@@ -104,8 +104,8 @@ def code_version() -> str:
     """Hash of the code that decides a run's numbers: a change to any of it retrains every run."""
     package = Path(__file__).parents[1]
     result_code = (
-        "data/images", "train/features", "train/fit", "runs/evaluate", "train/augment", "train/together",
-        "train/stacked",
+        "data/images", "train/features", "train/fit", "runs/evaluate", "train/augment",
+        "train/device_augment", "train/together", "train/stacked",
     )  # fmt: skip
     files = [*sorted((package / "models").glob("*.py")), *(package / f"{name}.py" for name in result_code)]
     return sha256_json([path.read_text() for path in files])[:16]

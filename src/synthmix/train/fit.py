@@ -3,7 +3,8 @@
 fit is seeded and deterministic on CPU, and the split it reports on (`evaluate_on`) never influences
 training: no early stopping, no model selection, the last epoch's model is the result. A model with a
 frozen backbone trains only its head, on the backbone's cached features (features.py), or, when every
-batch is augmented afresh (augment.py), on the features of each augmented batch.
+batch is augmented afresh (augment.py; on CUDA device_augment.py), on the features of each augmented
+batch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from synthmix.core.files import sha256_json
 from synthmix.data.images import LabelledImages
 from synthmix.models import FrozenBackboneClassifier, model_entry
 from synthmix.train.augment import augment_batch
+from synthmix.train.device_augment import augment_on_device
 from synthmix.train.features import backbone_features, feature_cache_key
 
 EVAL_BATCH = 256
@@ -123,12 +125,18 @@ def _augmented_inputs(
     compute: Compute,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Batch indices -> the model's inputs for those images, augmented afresh on every call; through
-    the frozen backbone (`embed`, eval mode, no gradients) when only a head trains. The augmentation
-    runs on the CPU (its draws are the CPU generator's), its batch then goes to `compute`'s device."""
-    generator = torch.Generator().manual_seed(int(sha256_json(["augment", seed])[:15], 16))
+    the frozen backbone (`embed`, eval mode, no gradients) when only a head trains. On the CPU each
+    image is augmented in turn (augment.py); on CUDA the images go to the GPU once and each batch is
+    augmented there at once, from a generator on the GPU (device_augment.py)."""
+    generator = torch.Generator(compute.device).manual_seed(int(sha256_json(["augment", seed])[:15], 16))
+    on_device = images.to(compute.device) if compute.is_cuda else None
 
     def inputs(batch: torch.Tensor) -> torch.Tensor:
-        x = _as_float(augment_batch(images[batch], generator, cfg)).to(compute.device)
+        if on_device is None:
+            x = augment_batch(images[batch], generator, cfg)
+        else:
+            x = augment_on_device(on_device[batch.to(compute.device)], generator, cfg)
+        x = _as_float(x).to(compute.device)
         if embed is None:
             return x
         with torch.no_grad(), compute.autocast():
