@@ -109,29 +109,32 @@ class StackedAdam:
         self.params, self.lr, self.weight_decay = list(params), lr, weight_decay
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = torch.zeros(runs, dtype=torch.float64)
+        self.steps = [0] * runs  # each run's step count, here and (for per-run scalars) on the device
+        self.device_steps = torch.zeros(runs, dtype=torch.float64, device=self.params[0].device)
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
+    def step(self, active: Sequence[bool], active_on_device: torch.Tensor) -> None:
+        """One step of the runs that had a batch: `active` here, `active_on_device` (K,) bool there
+        (both given, so that no step waits for a copy between the two)."""
         beta1, beta2 = ADAM_BETAS
-        on_runs, active = active, active.to(self.params[0].device)
-        self.steps += on_runs.to(torch.float64)
-        counts = set(self.steps[on_runs].tolist())
-        if len(counts) == 1:  # the usual step: Adam's own Python-float arithmetic, to the last bit
+        self.steps = [n + bool(a) for n, a in zip(self.steps, active, strict=True)]
+        self.device_steps += active_on_device
+        counts = {n for n, a in zip(self.steps, active, strict=True) if a}
+        if len(counts) == 1:  # every active run at one count: Adam's Python-float arithmetic, to the bit
             count = counts.pop()
             step_size: float | torch.Tensor = self.lr / (1 - beta1**count)
             bias2_sqrt: float | torch.Tensor = (1 - beta2**count) ** 0.5
-        else:  # runs at different step counts: the same arithmetic with per-run scalars
-            count = self.steps.clamp(min=1)
-            step_size = (self.lr / (1 - beta1**count)).to(torch.float32)
-            bias2_sqrt = ((1 - beta2**count) ** 0.5).to(torch.float32)
+        else:  # runs at different step counts: the same arithmetic with per-run scalars, on the device
+            count_t = self.device_steps.clamp(min=1)
+            step_size = (self.lr / (1 - beta1**count_t)).to(torch.float32)
+            bias2_sqrt = ((1 - beta2**count_t) ** 0.5).to(torch.float32)
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             shape = (-1, *([1] * (p.dim() - 1)))
-            on = active.view(shape)
+            on = active_on_device.view(shape)
             grad = p.grad if p.grad is not None else torch.zeros_like(p)
             if self.weight_decay != 0:
                 grad = grad.add(p, alpha=self.weight_decay)
@@ -141,8 +144,8 @@ class StackedAdam:
                 denom = (v_new.sqrt() / bias2_sqrt).add_(ADAM_EPS)
                 p_new = p.addcdiv(m_new, denom, value=-step_size)
             else:
-                denom = (v_new.sqrt() / bias2_sqrt.to(p.device).view(shape)).add_(ADAM_EPS)
-                p_new = p - step_size.to(p.device).view(shape) * (m_new / denom)
+                denom = (v_new.sqrt() / bias2_sqrt.view(shape)).add_(ADAM_EPS)
+                p_new = p - step_size.view(shape) * (m_new / denom)
             m.copy_(torch.where(on, m_new, m))
             v.copy_(torch.where(on, v_new, v))
             p.copy_(torch.where(on, p_new, p))

@@ -183,7 +183,9 @@ def _train_together(
             limit = run.max_steps
             batches.append(list(order if limit is None else order[: limit - steps[j]]))
         index, valid, sizes = _epoch_index(batches, offsets, hp.batch_size)
-        index, valid = index.to(compute.device), valid.to(compute.device)  # one copy an epoch
+        # one copy an epoch: no step waits for a copy from here
+        index, valid = index.to(compute.device), valid.to(compute.device)
+        rows = torch.tensor(sizes, device=compute.device)  # (steps, K) each batch's rows
         sums = torch.zeros(k, dtype=torch.float64, device=compute.device)
         correct = torch.zeros(k, dtype=torch.long, device=compute.device)
         for step in range(len(sizes)):
@@ -193,6 +195,7 @@ def _train_together(
                 index[step],
                 valid[step],
                 sizes[step],
+                rows[step],
                 generators,
                 train_x,
                 train_y,
@@ -200,7 +203,7 @@ def _train_together(
                 compute,
             )
             # as fit sums them: each batch's float32 mean loss times its rows, in float64
-            sums += losses.double() * torch.tensor(sizes[step], dtype=torch.float64, device=compute.device)
+            sums += losses.double() * rows[step]
             correct += hits
         seen = [sum(len(b) for b in run_batches) for run_batches in batches]
         sums_cpu, correct_cpu = sums.cpu().tolist(), correct.cpu().tolist()
@@ -241,6 +244,7 @@ def _step(
     index: torch.Tensor,
     valid: torch.Tensor,
     sizes: Sequence[int],
+    rows: torch.Tensor,
     generators: Sequence[torch.Generator],
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -259,11 +263,10 @@ def _step(
     per_row = functional.cross_entropy(out.float().flatten(0, 1), y.flatten(), reduction="none").view(
         k, width
     )
-    counts = torch.tensor(sizes, device=compute.device).clamp(min=1)
-    losses = (per_row * valid).sum(1) / counts  # each run's mean over its own rows
+    losses = (per_row * valid).sum(1) / rows.clamp(min=1)  # each run's mean over its own rows
     adam.zero_grad()
     losses.sum().backward()
-    adam.step(torch.tensor([n > 0 for n in sizes]))
+    adam.step([n > 0 for n in sizes], rows > 0)
     hits = ((out.detach().argmax(2) == y) & valid).sum(1)
     return losses.detach(), hits
 
