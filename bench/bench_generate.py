@@ -116,7 +116,7 @@ def sd15_pipeline(directory: Path):
 
 def _timed(pipeline, cfg: Text2ImageConfig, batch: int, images: int, fast: bool, device: str):
     """(first call's seconds, seconds per image over the next calls, the first batch's results): the
-    first call pays compiling (the fast path) and cuDNN's kernel search; then max(1, images // batch)
+    first call pays compiling (the fast path) and cuDNN's kernel search; then ceil(images / batch)
     calls of `batch` images, the stage's call (sample_text2image) with the same seeds each time."""
     seeds = list(range(batch))
     prompts = [prompt_for(cfg, "cat")] * batch
@@ -130,7 +130,7 @@ def _timed(pipeline, cfg: Text2ImageConfig, batch: int, images: int, fast: bool,
     started = time.perf_counter()
     first = call()
     warmup = time.perf_counter() - started
-    calls = max(1, images // batch)
+    calls = max(1, -(-images // batch))  # at least `images`, in whole batches
     seconds = best_of(1, lambda: [call() for _ in range(calls)])
     return warmup, seconds / (calls * batch), first
 
@@ -190,7 +190,7 @@ def bench_text2image(
         print(
             f"fast path: compile and warm-up call {fast.warmup_seconds:.1f}s (first call in all {warmup:.1f}s)"
         )
-        rows.append([what, f"fast path: channels-last, fused QKV, compile {mode}, embeddings once, batch {batch}", warmup, per_image, 1 / per_image])  # fmt: skip
+        rows.append([what, f"fast path: channels-last, fused QKV, compile {mode}, embeddings once, decode on the device, batch {batch}", warmup, per_image, 1 / per_image])  # fmt: skip
     diffs = [
         np.abs(a.pixels.astype(int) - b.pixels.astype(int))
         for a, b in zip(fast_results, today_results, strict=True)

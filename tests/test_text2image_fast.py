@@ -84,6 +84,28 @@ def test_batched_retries_use_todays_seeds_and_counts_in_calls_of_the_batchs_size
     assert _max_difference(batched, one_by_one) <= PIXEL_TOLERANCE
 
 
+@pytest.fixture(scope="module")
+def checked_sd(tiny_sd, tmp_path_factory):
+    """The tiny pipeline with a tiny safety checker that blocks some of its images (cosine above 0.62)."""
+    from tiny_pipelines import add_tiny_safety_checker
+
+    return add_tiny_safety_checker(tiny_sd, tmp_path_factory.mktemp("checked-sd"), threshold=0.62)
+
+
+def test_the_decode_and_safety_checker_on_the_device_block_and_retry_what_todays_path_does(checked_sd):
+    cfg = _cfg(checked_sd, safety_checker=True, max_retries=1, compile_mode="none")
+    prompts, seeds = ["a cat", "a dog", "an owl", "a bat"], [0, 1, 2, 3]
+    today = sample_text2image(text2image.load_pipeline(cfg, "cpu"), cfg, prompts, seeds)
+    fast = text2image_fast.open_fast(text2image.load_pipeline(cfg, "cpu"), cfg)
+    ours = sample_text2image(fast, cfg, prompts, seeds, batched_retries=True)
+
+    retried = sum(r.retries > 0 for r in today)
+    assert 0 < retried < len(seeds)  # some images blocked at first, some not: the check can tell them apart
+    assert [(r.seed, r.retries, r.blocked) for r in ours] == [(r.seed, r.retries, r.blocked) for r in today]
+    assert _max_difference(ours, today) <= PIXEL_TOLERANCE
+    assert all(r.pixels.max() == 0 for r in ours if r.blocked)
+
+
 @pytest.mark.parametrize(
     "free_gib,size,per_class,batch",
     [

@@ -260,6 +260,11 @@ def _ready(pipe: Any, t2i: Text2ImageConfig, request: SourceRequest) -> tuple[An
     if text2image_fast.fast_enabled(t2i, device):
         pipe = text2image_fast.open_fast(pipe, t2i)
     batch = text2image_fast.resolve_batch_size(t2i, device, request.per_class)
+    if t2i.batch_size == "auto" and request.state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        # one chunking for all processes: the choice of the GPU with the least memory free
+        batch = min(gather_object([batch]))
     return pipe, t2i.model_copy(update={"batch_size": batch})
 
 

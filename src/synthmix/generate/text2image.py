@@ -260,6 +260,8 @@ def _call(
     else:
         kwargs.update(height=cfg.size, width=cfg.size)
     output = pipe(**kwargs)
-    pixels = (np.clip(np.asarray(output.images, dtype=np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    pixels = np.asarray(output.images)
+    if pixels.dtype != np.uint8:  # a pipeline's floats in [0, 1]; the fast path's decode gives 8-bit pixels
+        pixels = (np.clip(pixels.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
     flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(seeds)
     return pixels, [bool(f) for f in flagged]
