@@ -186,18 +186,28 @@ def decode(pipe: Any, latents: torch.Tensor) -> Decoded:
 
     vae = pipe.vae
     image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-    levels = (
-        (image * 0.5 + 0.5).clamp(0, 1).float() * 255.0
-    ).round()  # VaeImageProcessor, then text2image._call
+    # VaeImageProcessor's denormalise, then text2image._call's rounding to 8 bits
+    levels = ((image * 0.5 + 0.5).clamp(0, 1).float() * 255.0).round()
     flagged = [False] * len(image)
     if getattr(pipe, "safety_checker", None) is not None:
-        features = pipe.feature_extractor(
-            images=levels.to(torch.uint8), return_tensors="pt", device=image.device
+        clip_input = _checker_input(pipe.feature_extractor, levels.to(torch.uint8)).to(
+            image.device, image.dtype
         )
-        clip_input = features.pixel_values.to(image.device, image.dtype)
-        flagged = [bool(f) for f in pipe.safety_checker(images=image, clip_input=clip_input)[1]]
-        levels[torch.tensor(flagged, device=levels.device)] = 0.0
+        # it blacks out what it flags in `images`: ours, not the decoder's output (a CUDA graph's buffer)
+        levels, flags = pipe.safety_checker(images=levels, clip_input=clip_input)
+        flagged = [bool(f) for f in flags]
     return Decoded(levels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy(), flagged)
+
+
+def _checker_input(feature_extractor: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """The safety checker's CLIP input from a uint8 batch (N, 3, H, W): by transformers' torchvision
+    image processor on the batch's device (on a CPU tensor exactly what it makes of the PIL images
+    the pipeline hands it); an older processor that takes CPU images only, on the CPU."""
+    try:
+        features = feature_extractor(images=pixels, return_tensors="pt", device=pixels.device)
+    except (TypeError, ValueError, RuntimeError):  # e.g. "can't convert cuda:0 device type tensor to numpy"
+        features = feature_extractor(images=pixels.cpu(), return_tensors="pt")
+    return features.pixel_values
 
 
 def open_fast(pipe: Any, cfg: Text2ImageConfig, backend: str = "inductor") -> FastPipeline:
