@@ -107,24 +107,23 @@ def test_the_decode_and_safety_checker_on_the_device_block_and_retry_what_todays
 
 
 @pytest.mark.parametrize(
-    "free_gib,size,per_class,batch",
+    "free_gib,size,batch",
     [
-        (76, 512, 90, 30),  # an H100 after SD1.5's weights: the cap 32, then 30 (90 = 3 x 30, no padding)
-        (70, 512, 90, 30),  # a little less free memory: the same batch, so a resumed stage keeps its chunks
-        (76, 512, 30, 30),
-        (76, 512, 0, 32),  # per-class count unknown: the power of two
-        (10, 512, 90, 6),  # 8 fit; of 4..8, 5 and 6 pad 90 not at all: the larger
-        (10, 1024, 90, 2),  # 4x the pixels: a quarter
-        (0.5, 512, 90, 1),  # nothing fits: one at a time
+        (76, 512, 32),  # an H100 after SD1.5's weights: the cap
+        (20, 512, 16),  # 16 fit
+        (18, 512, 8),  # 14 fit: a power of two, so that a little more free memory keeps the batch
+        (17, 512, 8),
+        (10, 1024, 2),  # 4x the pixels: a quarter
+        (0.5, 512, 1),  # nothing fits: one at a time
     ],
 )
-def test_the_batch_follows_free_memory_and_pads_a_class_little(free_gib, size, per_class, batch):
-    assert auto_batch_size(int(free_gib * GiB), size, per_class) == batch
+def test_the_batch_follows_free_memory_in_powers_of_two(free_gib, size, batch):
+    assert auto_batch_size(int(free_gib * GiB), size) == batch
 
 
 def test_an_explicit_batch_stays_and_auto_on_the_cpu_is_the_old_default():
-    assert resolve_batch_size(Text2ImageConfig(batch_size=7), "cpu", 90) == 7
-    assert resolve_batch_size(Text2ImageConfig(), "cpu", 90) == 4
+    assert resolve_batch_size(Text2ImageConfig(batch_size=7), "cpu") == 7
+    assert resolve_batch_size(Text2ImageConfig(), "cpu") == 4
 
 
 def test_the_fast_path_is_on_cuda_by_default_and_follows_the_switch():

@@ -78,8 +78,8 @@ class ImageSource(Protocol):
 class SourceRequest:
     """What opening any generator takes: its settings, the real rows it may learn from or start from,
     the ordered class names, accelerate's state, where to log its training loss, source_ranks
-    (image-to-image starts only from real training ranks below it), this process's device and
-    precision (`compute`) and how many images a class the stage makes (`per_class`; 0: unknown)."""
+    (image-to-image starts only from real training ranks below it) and this process's device and
+    precision (`compute`)."""
 
     cfg: GenerateConfig
     rows: Sequence[SplitRow]
@@ -88,7 +88,6 @@ class SourceRequest:
     log_metric: LogMetric
     source_ranks: int
     compute: Compute
-    per_class: int = 0
 
 
 SourceFactory = Callable[[SourceRequest], ImageSource]
@@ -259,7 +258,7 @@ def _ready(pipe: Any, t2i: Text2ImageConfig, request: SourceRequest) -> tuple[An
     device = request.compute.device
     if text2image_fast.fast_enabled(t2i, device):
         pipe = text2image_fast.open_fast(pipe, t2i)
-    batch = text2image_fast.resolve_batch_size(t2i, device, request.per_class)
+    batch = text2image_fast.resolve_batch_size(t2i, device)
     if t2i.batch_size == "auto" and request.state.num_processes > 1:
         from accelerate.utils import gather_object
 

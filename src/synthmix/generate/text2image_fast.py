@@ -16,14 +16,13 @@ on CUDA by default).
   and passed as prompt_embeds/negative_prompt_embeds instead of re-encoding every batch.
 - The decode and the safety checker of a batch on the device (`decode`): the checker's input made
   there from the decoded batch, not through PIL images on the CPU, and only 8-bit pixels copied back.
-- `auto_batch_size`: the batch from free GPU memory, chosen to waste little padding per class.
+- `auto_batch_size`: the batch from free GPU memory.
 
 The CPU's default path never comes here (fast: auto), so its images stay byte-for-byte what they were.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,21 +54,17 @@ def fast_enabled(cfg: Text2ImageConfig, device: Any) -> bool:
     return cfg.fast is True or (cfg.fast == "auto" and torch.device(device).type == "cuda")
 
 
-def auto_batch_size(free_bytes: int, size: int, per_class: int = 0, cap: int = MAX_BATCH) -> int:
-    """The batch for `free_bytes` of free GPU memory at `size` px: the memory's limit rounded down to a
-    power of two (so that a little more or less free memory picks the same batch, and a resumed stage
-    keeps its chunks), then, within [limit/2, limit], the batch that pads a class's `per_class` images
-    least (ties: the larger). At least 1."""
+def auto_batch_size(free_bytes: int, size: int, cap: int = MAX_BATCH) -> int:
+    """The batch for `free_bytes` of free GPU memory at `size` px: as many images as fit, at most `cap`,
+    rounded down to a power of two, so that a little more or less free memory picks the same batch (a
+    resumed stage keeps its chunks). It does not depend on images_per_class, so more images a class
+    keep the finished ones (the last chunk of a class is padded instead). At least 1."""
     per_image = IMAGE_BYTES_512 * (size / 512) ** 2
     fits = int(free_bytes * MEMORY_FRACTION // per_image)
-    limit = 1 << (max(1, min(fits, cap)).bit_length() - 1)
-    if per_class <= 0:
-        return limit
-    candidates = range(max(1, limit // 2), limit + 1)
-    return min(candidates, key=lambda b: (math.ceil(per_class / b) * b, -b))
+    return 1 << (max(1, min(fits, cap)).bit_length() - 1)
 
 
-def resolve_batch_size(cfg: Text2ImageConfig, device: Any, per_class: int = 0) -> int:
+def resolve_batch_size(cfg: Text2ImageConfig, device: Any) -> int:
     """generate.text2image.batch_size as a number: itself, or auto's choice (CPU_BATCH on the CPU,
     from the GPU's free memory, measured now, after the weights are loaded, on CUDA)."""
     import torch
@@ -81,7 +76,7 @@ def resolve_batch_size(cfg: Text2ImageConfig, device: Any, per_class: int = 0) -
         return CPU_BATCH
     free, _ = torch.cuda.mem_get_info(device)
     cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # ours to reuse
-    return auto_batch_size(free + cached, cfg.size, per_class)
+    return auto_batch_size(free + cached, cfg.size)
 
 
 def compile_mode_for(cfg: Text2ImageConfig) -> str:

@@ -200,7 +200,7 @@ def _generate_one(params: Params, cfg: GenerateConfig, real: _RealSplit, compute
 
     with _mlflow_run(state.is_main_process, cfg, compute) as log_metric:
         source: ImageSource = SOURCES[cfg.generator](
-            SourceRequest(cfg, learn_rows, classes, state, log_metric, source_ranks(params), compute, total)
+            SourceRequest(cfg, learn_rows, classes, state, log_metric, source_ranks(params), compute)
         )
         identity = compute.identity  # an image made on a GPU is not the CPU's: made again, not reused
         digest = settings_digest(
