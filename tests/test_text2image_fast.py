@@ -55,6 +55,19 @@ def test_the_fast_path_makes_todays_images_and_encodes_each_prompt_once(tiny_sd)
     assert fast.warmup_seconds is not None and fast.warmup_seconds > 0
 
 
+def test_image_to_image_takes_the_fast_path_with_todays_images(tiny_sd):
+    from PIL import Image
+
+    cfg = _cfg(tiny_sd, mode="image", strength=0.5, compile_mode="none")
+    rng = np.random.default_rng(0)
+    starts = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(2)]
+    today = sample_text2image(text2image.load_pipeline(cfg, "cpu"), cfg, ["a cat", "a dog"], [1, 2], starts)
+    fast = text2image_fast.open_fast(text2image.load_pipeline(cfg, "cpu"), cfg)
+    ours = sample_text2image(fast, cfg, ["a cat", "a dog"], [1, 2], starts, batched_retries=True)
+    assert type(fast.pipe).__name__ == "StableDiffusionImg2ImgPipeline"
+    assert _max_difference(ours, today) <= PIXEL_TOLERANCE
+
+
 def test_batched_retries_use_todays_seeds_and_counts_in_calls_of_the_batchs_size(tiny_sd):
     from diffusers import AutoPipelineForText2Image
 
