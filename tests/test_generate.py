@@ -6,6 +6,7 @@ import contextlib
 import csv
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -482,6 +483,23 @@ def test_text2image_from_a_local_pipeline_directory(in_tmp, image_tree, tiny_sd)
     with Image.open(in_tmp / rows[0]["path"]) as img:
         assert img.size == (16, 16) and img.mode == "RGB"
     assert (in_tmp / "samples" / "grid.png").exists()
+
+
+def test_the_fast_path_keeps_a_finished_set_and_remakes_it_within_a_level(in_tmp, image_tree, tiny_sd):
+    from PIL import Image
+
+    _project(in_tmp, image_tree, _t2i(tiny_sd))
+    (today,) = generate_stage(load_params("params.yaml"))
+    pixels = {p: np.asarray(Image.open(p), dtype=int) for p in sorted(Path("synthetic").rglob("*.png"))}
+    fast = _t2i(tiny_sd, fast=True, compile_mode="none")  # the fast path on the CPU, without inductor
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    Path("params.yaml").write_text(yaml.safe_dump({**params, "generate": fast}))
+    (kept,) = generate_stage(load_params("params.yaml"))
+    assert (today.generated, kept.generated, kept.reused) == (6, 0, 6)  # the switch is not in the digest
+    shutil.rmtree("synthetic")
+    (remade,) = generate_stage(load_params("params.yaml"))
+    assert remade.generated == 6
+    assert max(np.abs(np.asarray(Image.open(p), dtype=int) - old).max() for p, old in pixels.items()) <= 1
 
 
 def test_image_to_image_mode_starts_from_the_real_images_of_the_smallest_mix(in_tmp, image_tree, tiny_sd):

@@ -106,3 +106,34 @@ def build_tiny_clip(root: Path) -> Path:
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(root / "clip")
     return root / "clip"
+
+
+def add_tiny_safety_checker(pipeline_dir: Path, root: Path, threshold: float) -> Path:
+    """The tiny pipeline at `pipeline_dir` with a tiny random safety checker and its feature extractor
+    (CLIP's preprocessing at 224 px), saved under `root`; an image is flagged when its embedding's
+    cosine with any concept exceeds `threshold` (the real checker's per-concept weights)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(0)
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 2, "num_hidden_layers": 2}
+    config = CLIPConfig(
+        text_config=tower, vision_config={**tower, "image_size": 224, "patch_size": 32}, projection_dim=16
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    checker.concept_embeds.data = torch.randn_like(checker.concept_embeds)
+    checker.special_care_embeds.data = torch.randn_like(checker.special_care_embeds)
+    checker.concept_embeds_weights.data.fill_(threshold)
+    checker.special_care_embeds_weights.data.fill_(1.0)  # no special care: one threshold to reason about
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir)
+    pipe.register_modules(
+        safety_checker=checker,
+        feature_extractor=CLIPImageProcessor(
+            size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
+        ),
+    )
+    pipe.register_to_config(requires_safety_checker=True)
+    pipe.save_pretrained(root / "pipeline-checked")
+    return root / "pipeline-checked"

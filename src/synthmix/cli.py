@@ -165,10 +165,11 @@ def generate_command(
         if not summary.is_main_process:
             continue
         cfg = params.generate.single(summary.name)
+        warm = f" ({summary.warmup_seconds:.0f}s of it compiling, once)" if summary.warmup_seconds else ""
         console.print(
             f"{summary.name} ({cfg.generator}): {summary.generated} image(s) generated, {summary.reused} kept "
             f"from a previous run, {summary.classes} classes x {params.synthetic_per_class} -> {cfg.out_dir}/ "
-            f"in {summary.seconds:.0f}s.",
+            f"in {summary.seconds:.0f}s{warm}.",
             highlight=False,
         )
         if summary.retries or summary.blocked:

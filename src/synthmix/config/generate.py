@@ -4,9 +4,9 @@ and any number of other named generators, each with its own synthetic set. Re-ex
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, PlainValidator, model_validator
 
 from synthmix.config.types import (
     AsList,
@@ -21,7 +21,24 @@ from synthmix.config.types import (
 from synthmix.data.mixes import GENERATOR_NAME
 
 Generator = Literal["ddpm", "text2image", "lora"]
+COMPILE_MODES = ("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "default", "none")
 GENERATORS: tuple[str, ...] = get_args(Generator)
+
+
+def _batch_or_auto(value: Any) -> int | str:
+    if value == "auto" or (type(value) is int and value > 0):
+        return value
+    raise ValueError("write a whole number above 0, or auto (from the GPU's free memory; 4 on the CPU).")
+
+
+def _switch_or_auto(value: Any) -> bool | str:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ValueError("write auto (on CUDA only), true or false.")
+
+
+BatchOrAuto = Annotated[int | Literal["auto"], PlainValidator(_batch_or_auto)]
+SwitchOrAuto = Annotated[bool | Literal["auto"], PlainValidator(_switch_or_auto)]
 
 
 class DDPMConfig(Section):
@@ -69,7 +86,15 @@ class Text2ImageConfig(Section):
     guidance_scale: Float = 7.5
     steps: PositiveInt = 30
     size: PositiveInt = 512
-    batch_size: PositiveInt = 4
+    # images sampled together (the chunk an image's bits depend on); auto: from free GPU memory on
+    # CUDA (generate/text2image_fast.auto_batch_size), 4 on the CPU
+    batch_size: BatchOrAuto = "auto"
+    # the fast path (channels-last, fused QKV, torch.compile, prompt embeddings once per prompt,
+    # retries batched): auto = on CUDA only; true also on the CPU; false never. Same sampler, steps
+    # and seeds, images within fp16 tolerance, so it is not part of an image's settings digest.
+    fast: SwitchOrAuto = "auto"
+    # torch.compile's mode in the fast path; none = no compile (the other fast pieces stay)
+    compile_mode: Literal[COMPILE_MODES] = "reduce-overhead"
     mode: Literal["text", "image"] = "text"  # or image-to-image from the smallest mix's real images
     strength: Annotated[Float, Field(gt=0, le=1)] = 0.6  # image mode only: how far from the real image
     safety_checker: bool = True

@@ -25,7 +25,7 @@ from PIL import Image
 
 from synthmix.config.params import to_dict
 from synthmix.data.real import decode_array, load_rgb
-from synthmix.generate import ddpm, text2image
+from synthmix.generate import ddpm, text2image, text2image_fast
 from synthmix.generate.manifest import SyntheticRow
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class ImageSource(Protocol):
     """A generator behind the common interface: fixed chunks in, one image per key out."""
 
     chunk_size: int
+    warmup_seconds: float  # compiling and the like before the first image, apart from images/s
 
     def settings(self) -> dict[str, Any]: ...  # everything that determines an image, besides its seed
 
@@ -102,6 +103,7 @@ class DDPMSource:
     class_ids: dict[str, int]
     fingerprint: str
     learned_from: str  # the split of the real images it learnt from: "pool" or "train"
+    warmup_seconds: float = 0.0
 
     @property
     def chunk_size(self) -> int:
@@ -162,8 +164,8 @@ def open_ddpm(request: SourceRequest) -> DDPMSource:
 
 @dataclass
 class Text2ImageSource:
-    pipe: Any
-    cfg: Text2ImageConfig
+    pipe: Any  # a diffusers pipeline, or text2image_fast.FastPipeline around one
+    cfg: Text2ImageConfig  # batch_size resolved to a number (text2image_fast.resolve_batch_size)
     sources: dict[str, list[SplitRow]]  # class -> real training rows of rank < source_ranks, by rank
     class_prompts: text2image.ClassPrompts
     model_hash: str
@@ -175,8 +177,19 @@ class Text2ImageSource:
     def chunk_size(self) -> int:
         return self.cfg.batch_size
 
+    @property
+    def fast(self) -> bool:
+        return isinstance(self.pipe, text2image_fast.FastPipeline)
+
+    @property
+    def warmup_seconds(self) -> float:
+        return (self.pipe.warmup_seconds or 0.0) if self.fast else 0.0
+
     def settings(self) -> dict[str, Any]:
-        settings = {"generator": self.kind, **to_dict(self.cfg)}
+        # the fast path's switches change how fast, not what (images within fp16 tolerance): left out,
+        # so that turning them on reuses a set; the resolved batch size stays in (the chunk's bits)
+        ours = {k: v for k, v in to_dict(self.cfg).items() if k not in text2image_fast.SPEED_ONLY}
+        settings = {"generator": self.kind, **ours}
         if self.adapter:  # other adapter weights make other images
             settings["adapter"] = self.adapter
         if self.cfg.mode == "image":  # other source images make other images
@@ -214,7 +227,7 @@ class Text2ImageSource:
             size = (self.cfg.size, self.cfg.size)
             init = [load_rgb(self.source_path(k)).resize(size, Image.Resampling.BICUBIC) for k in keys]
         prompts = [self.prompt(k) for k in keys]
-        results = text2image.sample_text2image(self.pipe, self.cfg, prompts, seeds, init)
+        results = text2image.sample_text2image(self.pipe, self.cfg, prompts, seeds, init, self.fast)
         return [Generated(r.pixels, r.seed, r.retries, r.blocked) for r in results]
 
     def source_path(self, key: ImageKey) -> Path | None:
@@ -235,9 +248,23 @@ def open_text2image(request: SourceRequest) -> Text2ImageSource:
             sources.setdefault(row.label, []).append(row)
     pipe = text2image.load_pipeline(cfg.text2image, request.compute.device, request.compute.diffusion_dtype)
     class_prompts = text2image.read_class_prompts(cfg.text2image, classes)
-    return Text2ImageSource(
-        pipe, cfg.text2image, sources, class_prompts, text2image.model_hash(cfg.text2image)
-    )
+    pipe, t2i = _ready(pipe, cfg.text2image, request)
+    return Text2ImageSource(pipe, t2i, sources, class_prompts, text2image.model_hash(cfg.text2image))
+
+
+def _ready(pipe: Any, t2i: Text2ImageConfig, request: SourceRequest) -> tuple[Any, Text2ImageConfig]:
+    """The pipeline to sample with (sped up behind a FastPipeline when text2image.fast says so) and the
+    settings with batch_size a number (auto: from the GPU memory left once the weights are loaded)."""
+    device = request.compute.device
+    if text2image_fast.fast_enabled(t2i, device):
+        pipe = text2image_fast.open_fast(pipe, t2i)
+    batch = text2image_fast.resolve_batch_size(t2i, device)
+    if t2i.batch_size == "auto" and request.state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        # one chunking for all processes: the choice of the GPU with the least memory free
+        batch = min(gather_object([batch]))
+    return pipe, t2i.model_copy(update={"batch_size": batch})
 
 
 def open_lora(request: SourceRequest) -> Text2ImageSource:
@@ -264,6 +291,7 @@ def open_lora(request: SourceRequest) -> Text2ImageSource:
         lora.add_adapter(pipe, cfg.lora.rank)
         lora.load_final(pipe, cfg.lora.checkpoint_dir / lora.checkpoints.FINAL_DIR)
     learned_from = ordered[0].split if ordered else "train"
+    pipe, t2i = _ready(pipe, t2i, request)  # after the fine-tune: it trains the plain UNet
     return Text2ImageSource(pipe, t2i, {}, class_prompts, base_hash, "lora", fingerprint, learned_from)
 
 

@@ -2,8 +2,10 @@
 
 Text mode prompts the pipeline with the class label; image mode (SDEdit) starts from a real training
 image of the class and re-noises it by `strength`. On CUDA the pipeline runs in fp16 (the `fp16`
-weight variant when the model has one) with PyTorch's scaled-dot-product attention. An image the
-safety checker blocks (returned all black) is regenerated with the next seed and counted.
+weight variant when the model has one) with PyTorch's scaled-dot-product attention, and by default
+through `text2image_fast` (compiled, fused, each prompt encoded once), which the stage's source
+applies. An image the safety checker blocks (returned all black) is regenerated with the next seed
+and counted.
 """
 
 from __future__ import annotations
@@ -183,9 +185,14 @@ def sample_text2image(
     prompts: Sequence[str],
     seeds: Sequence[int],
     init_images: Sequence[Image.Image] | None = None,
+    batched_retries: bool = False,
 ) -> list[Text2ImageResult]:
-    """One image per (prompt, seed) in one batched call; blocked ones are retried one by one."""
+    """One image per (prompt, seed) in one batched call; blocked ones are retried one by one, or
+    (`batched_retries`, the fast path's) all of a round in one call padded to the batch's size: the
+    same seeds and counts, one static shape for compiled modules."""
     pixels, flagged = _call(pipe, cfg, list(prompts), list(seeds), init_images)
+    if batched_retries:
+        return _retry_batched(pipe, cfg, list(prompts), list(seeds), init_images, pixels, flagged)
     results = []
     for i, seed in enumerate(seeds):
         image, blocked, retries = pixels[i], is_blocked(pixels[i], flagged[i]), 0
@@ -196,6 +203,36 @@ def sample_text2image(
             image, blocked = retry_pixels[0], is_blocked(retry_pixels[0], retry_flagged[0])
         results.append(Text2ImageResult(image, seed + retries, retries, blocked))
     return results
+
+
+def _retry_batched(
+    pipe: Any,
+    cfg: Text2ImageConfig,
+    prompts: list[str],
+    seeds: list[int],
+    init_images: Sequence[Image.Image] | None,
+    pixels: np.ndarray,
+    flagged: list[bool],
+) -> list[Text2ImageResult]:
+    """Round r regenerates every image still blocked with its seed + r, in one call of the batch's
+    size (the round's images repeated to fill it; the copies are dropped)."""
+    images = list(pixels)
+    blocked = [is_blocked(pixels[i], flagged[i]) for i in range(len(seeds))]
+    retries = [0] * len(seeds)
+    for attempt in range(1, cfg.max_retries + 1):
+        todo = [i for i, b in enumerate(blocked) if b]
+        if not todo:
+            break
+        take = [todo[j % len(todo)] for j in range(len(seeds))]
+        init = [init_images[i] for i in take] if init_images is not None else None
+        again, again_flagged = _call(
+            pipe, cfg, [prompts[i] for i in take], [seeds[i] + attempt for i in take], init
+        )
+        for j, i in enumerate(todo):
+            images[i], blocked[i], retries[i] = again[j], is_blocked(again[j], again_flagged[j]), attempt
+    return [
+        Text2ImageResult(images[i], seeds[i] + retries[i], retries[i], blocked[i]) for i in range(len(seeds))
+    ]
 
 
 def _call(
@@ -223,6 +260,8 @@ def _call(
     else:
         kwargs.update(height=cfg.size, width=cfg.size)
     output = pipe(**kwargs)
-    pixels = (np.clip(np.asarray(output.images, dtype=np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    pixels = np.asarray(output.images)
+    if pixels.dtype != np.uint8:  # a pipeline's floats in [0, 1]; the fast path's decode gives 8-bit pixels
+        pixels = (np.clip(pixels.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
     flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(seeds)
     return pixels, [bool(f) for f in flagged]

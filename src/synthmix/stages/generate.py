@@ -75,6 +75,7 @@ class GenerateSummary:
     blocked: int = 0
     classes: int = 0
     seconds: float = 0.0
+    warmup_seconds: float = 0.0  # compiling before the first image (text2image's fast path), in seconds
     near_test: int = 0  # near-copies of a test image, flagged in the manifest
     is_main_process: bool = True
     manifest: Path | None = None
@@ -236,12 +237,15 @@ def _generate_one(params: Params, cfg: GenerateConfig, real: _RealSplit, compute
             summary.near_test = sum(r.near_test_path is not None for r in rows)
             grids = write_sample_grids(train_rows, rows, samples_dir(params, cfg.name))
             summary.seconds = time.monotonic() - started
+            summary.warmup_seconds = source.warmup_seconds
             log_metric("images_generated", summary.generated, None)
             log_metric("images_reused", summary.reused, None)
             log_metric("blocked_retries", summary.retries, None)
             log_metric("blocked_final", summary.blocked, None)
             log_metric("near_test_copies", summary.near_test, None)
             log_metric("generate_seconds", summary.seconds, None)
+            log_metric("warmup_seconds", summary.warmup_seconds, None)
+            log_metric("batch_size", source.chunk_size, None)
             _log_images(grids)
         state.wait_for_everyone()
     return summary
