@@ -301,12 +301,11 @@ def measure(name: str, stage: Callable[[], None], count: Callable[[], int] | Non
     start = time.perf_counter()
 
     def sample() -> None:
-        import pynvml
-
+        pynvml = __import__("pynvml") if handle is not None else None
         last_count = -1.0
         while not stop.wait(0.1):
             now = time.perf_counter() - start
-            if handle is not None:
+            if pynvml is not None:
                 result.utilisation.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
                 peak[0] = max(peak[0], pynvml.nvmlDeviceGetMemoryInfo(handle).used)
             if count is not None and now - last_count >= 0.5:
