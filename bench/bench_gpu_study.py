@@ -436,8 +436,11 @@ def build_project(root: Path, args: argparse.Namespace) -> tuple[list[list[objec
     return timings, params
 
 
-def run_study(root: Path, args: argparse.Namespace, params: dict) -> tuple[list[Measured], dict[str, float]]:
-    """Every stage in dvc.yaml's order, measured; and the figures the estimate needs."""
+def run_study(
+    args: argparse.Namespace, params: dict, started: float
+) -> tuple[list[Measured], dict[str, float]]:
+    """Every stage in dvc.yaml's order, measured (each printed as it ends: a run cut short still says
+    what it measured); and the figures the estimate needs."""
     synthetic = Path(params["generate"]["out_dir"])
     image_size = params["train"]["image_size"]
     done: list[Measured] = []
@@ -449,7 +452,8 @@ def run_study(root: Path, args: argparse.Namespace, params: dict) -> tuple[list[
         m = measure(name, run, count)
         m.images = images() if images else m.counts[-1][1] if count else None
         done.append(m)
-        print(", ".join(f"{h} {v}" for h, v in zip(STAGE_HEADER, stage_row(m), strict=True)), flush=True)
+        cells = ", ".join(f"{h} {v}" for h, v in zip(STAGE_HEADER, stage_row(m), strict=True))
+        print(f"{cells}; bench wall time so far {time.perf_counter() - started:.0f} s", flush=True)
         return m
 
     stage("prepare", cli_stage("prepare"), images=lambda: args.classes * args.per_class)
@@ -546,7 +550,7 @@ def main() -> None:
         setup, params = build_project(root, args)
         machine = describe_machine(set_threads(args.threads))
         os.chdir(root)
-        stages, figures = run_study(root, args, params)
+        stages, figures = run_study(args, params, started)
     finally:
         os.chdir(here)
         if args.keep:
