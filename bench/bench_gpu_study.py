@@ -26,12 +26,14 @@ random; a ViT-L/14 pass per image is under 1% of an image's cost), the weights a
 train.resnet50.weights is a random state-dict file (a file like ImageNet's, so the quality stage uses
 ResNet50 features as it would with ImageNet's weights).
 
-Smoke run on a CPU (about 2 minutes on 2 cores; appends nothing):
+Smoke run on a CPU (8 minutes on 2 shared cores, most of it full-size Stable Diffusion on the CPU;
+appends nothing):
     .venv/bin/python bench/bench_gpu_study.py --classes 3 --per-class 12 --sd-size 64 --sd-steps 2 \
-        --image-size 32 --epochs 1 --no-append
+        --image-size 32 --epochs 1 --fill-steps 1 --no-append
 
-On the GPU machine (device tool; `bash bench/gpu_wheels.sh` first, here, fills .whl/), carry [".whl"],
-timeout_s 500:
+On the GPU machine (device tool): first `bash bench/gpu_wheels.sh` here, in the checkout the tool
+sends (it fills .whl/, 27 wheels, 26 MB), then run with carry [".whl"] and timeout_s 500 (each stage's
+line is printed as it ends, so a run cut short still shows what it measured):
     set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 || exit; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -m pip list 2>/dev/null | grep -iE '^(torch|torchvision|transformers|timm|accelerate|numpy|pandas|scipy|scikit-learn|protobuf|typer|rich) '; timeout 480 python3 bench/bench_gpu_study.py --results $OUT/RESULTS.md 2>&1 | tee $OUT/log
 """
 
@@ -509,7 +511,7 @@ def estimate(stages: list[Measured], figures: dict[str, float]) -> tuple[list[li
             rows.append(["quality", _cell(m.seconds), _cell(value), f"as measured + {full} x {penalty * 1000:.1f} ms decoding full-size PNGs into the image cache"])  # fmt: skip
             total += value
         else:
-            rows.append([m.name, _cell(m.seconds), _cell(m.seconds), "as measured (the preset's grid)"])
+            rows.append([m.name, _cell(m.seconds), _cell(m.seconds), "as measured"])
             total += m.seconds
     return rows, total, f"{rate:.2f} images/s"
 
@@ -570,7 +572,7 @@ def main() -> None:
     body = f"""{args.classes} classes x {args.per_class} real images ({args.image_px} px, procedural), presets/study.yaml's
 stages in dvc.yaml's order through `synthmix.cli.run` in one process. Timed sampling:
 {sampling["size"]} px, {sampling["steps"]} steps, guidance {sampling["guidance_scale"]}, batch {sampling["batch_size"]},
-{args.sd_per_class} image(s) a class per replicate; the training set: {t2i["size"]} px, {t2i["steps"]} steps, batch
+{args.sd_per_class} image(s) a class per replicate; the training set: {t2i["size"]} px, steps {t2i["steps"]}, batch
 {t2i["batch_size"]}, {params["generate"]["images_per_class"]} a class per replicate. Random weights throughout (SD1.5
 architecture, CLIP ViT-B/32, ResNet50 state-dict file), safety checker off. GPU utilisation: NVML's busy
 percentage sampled every 0.1 s; peak torch: max_memory_allocated in this process; peak GPU: NVML's most

@@ -12,9 +12,13 @@
 # What is left out, and why it may be: DVC and Optuna (no stage the check runs imports them: tune is off
 # in the study preset, and `synthmix tune --if-enabled` returns before importing Optuna); the full
 # `mlflow` wheel (its web UI, 27 MB, and the server's needs: Flask, gunicorn, graphene, docker, ...):
-# `mlflow-skinny` is the same Python package without them, and with SQLAlchemy and Alembic it keeps
-# the default sqlite:///mlflow.db store the stages log to; databricks-sdk, FastAPI and uvicorn, which
-# mlflow-skinny imports only for Databricks and for serving.
+# `mlflow-skinny` is the same Python package without them, and with SQLAlchemy and Alembic it keeps the
+# default sqlite:///mlflow.db store the stages log to; mlflow-tracing (mlflow-skinny does not need
+# it); uvicorn and google-auth (serving, and signing in to Databricks). FastAPI, databricks-sdk and
+# cryptography are in because `import mlflow` needs them even here: mlflow.gateway imports FastAPI, a
+# scorer module looks for `databricks.agents` (an error without the `databricks` package), and the SQL
+# store's model-registry tables import cryptography. Checked by installing exactly these into a fresh
+# Python 3.12 venv holding only the GPU machine's packages and running the bench's smoke command there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
