@@ -337,6 +337,14 @@ def test_cli_if_enabled_does_nothing_but_create_the_file_when_tuning_is_off(proj
     assert not Path("optuna.db").exists()
 
 
+def test_cli_if_enabled_needs_no_optuna_when_tuning_is_off(project, monkeypatch):
+    """dvc's tune stage on a machine without Optuna (e.g. a GPU box running a preset that does not tune)."""
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    monkeypatch.delitem(sys.modules, "synthmix.stages.tune", raising=False)
+    assert cli.run(["tune", "--if-enabled"]) == 0
+    assert yaml.safe_load(Path("tuned/best_params.yaml").read_text()) == {}
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

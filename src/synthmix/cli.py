@@ -216,13 +216,14 @@ def tune_command(
     trials between them; rerun it to continue an interrupted study.
     """
     from synthmix.config.hparams import ensure_best_params_file
-    from synthmix.stages.tune import tune_stage
 
     params, compute = _settings(params_file)
     if if_enabled and not params.tune.enabled:
         ensure_best_params_file(params.tune.best_params_file)
         console.print("tune.enabled is false in params.yaml: nothing tuned.")
         return
+    from synthmix.stages.tune import tune_stage  # Optuna: only a machine that tunes needs it
+
     for result in tune_stage(params, model or (), mix or (), trials=trials, storage=storage, compute=compute):
         hp = result.hyperparameters
         console.print(
