@@ -433,7 +433,13 @@ def build_project(root: Path, args: argparse.Namespace) -> tuple[list[list[objec
     (root / "params-sampling.yaml").write_text(yaml.safe_dump(sampling, sort_keys=False))
     params = study_params(args, models)
     fill = params["generate"]["text2image"]
-    fill.update(size=min(args.fill_size, fill["size"]), steps=args.fill_steps, batch_size=args.fill_batch)
+    # the fill pass only makes the images quality and train need: no compile of its new shape to pay
+    fill.update(
+        size=min(args.fill_size, fill["size"]),
+        steps=args.fill_steps,
+        batch_size=args.fill_batch,
+        compile_mode="none",
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return timings, params
 
