@@ -84,6 +84,23 @@ def test_runs_trained_together_are_the_runs_trained_alone(model, tmp_path):
     assert together[2].steps == 7 and together[1].steps == 3 * 2  # 13 images: 2 batches an epoch
 
 
+def test_heads_on_one_pretrained_backbone_share_its_test_features_and_agree(tmp_path):
+    """A weights file (as ImageNet's): every seed's backbone is the same network, so the runs share one
+    feature-cache key and the test split's features are read once for the whole group."""
+    source = MODELS["resnet50"].create(3, 32)
+    path = tmp_path / "resnet50.pth"
+    torch.save(
+        {**source.backbone.state_dict(), "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)},
+        path,
+    )
+    cfg = TrainConfig(cache_dir=tmp_path / "cache", resnet50={"weights": str(path)})
+    test, runs = _images(12, seed=9), _runs()
+    together = fit_together("resnet50", runs, test, HP, num_classes=3, train_cfg=cfg)
+    for run, result in zip(runs, together, strict=True):
+        _assert_same(result, _alone("resnet50", run, test, cfg), LOGIT_TOLERANCE)
+    assert not torch.allclose(together[0].eval_logits, together[1].eval_logits)
+
+
 def test_a_dropout_free_cnn_agrees_in_bfloat16_autocast(tmp_path):
     """bfloat16 autocast (what CUDA runs in) on the CPU: together and alone compute each layer in
     bfloat16 with float32 weights, so they agree to bfloat16's precision, not float32's."""

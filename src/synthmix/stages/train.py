@@ -36,7 +36,7 @@ from synthmix.runs.environment import environment_params, watch_system
 from synthmix.runs.evaluate import evaluate
 from synthmix.runs.summaries import write_summaries
 from synthmix.train import augment
-from synthmix.train.parallel import FitJob, Shared, fit_all, process_share
+from synthmix.train.parallel import FitJob, ProcessShare, Shared, fit_all, process_share
 from synthmix.train.together import trains_together
 
 
@@ -217,7 +217,7 @@ def train_stage(
         compute = replace(compute, device=share.device)
     if todo:
         with _sigterm_interrupts():
-            _train_runs(params, data, todo, fingerprints, compute, together)
+            _train_runs(params, data, todo, fingerprints, compute, together, share)
     else:  # no MLflow run to open, yet the runs of a stage killed after its last run still end
         tracking.mark_dead_stage_runs("train")
     share.wait()  # every process's runs are finished: the main one summarises them all
@@ -266,6 +266,7 @@ def _train_runs(
     fingerprints: dict[RunSpec, str],
     compute: Compute,
     together: dict[RunSpec, bool],
+    share: ProcessShare,
 ) -> None:
     from synthmix.runs.mlflow_log import log_training_run
     from synthmix.train.features import precompute_features
@@ -281,7 +282,6 @@ def _train_runs(
             sets = [test, *(stores[k] for k in dict.fromkeys(s.draw for s in runs))]
             precompute_features(model, sorted({s.seed for s in runs}), sets, len(data.classes), cfg, compute)
     watch_system(compute)  # MLflow's system metrics, on CUDA only
-    share = process_share()
     sweep = (f"process {share.index + 1} of {share.count}: " if share.count > 1 else "") + (
         f"train {','.join(dict.fromkeys(s.model for s in todo))} x "
         f"{','.join(dict.fromkeys(s.mix.name for s in todo))} x seeds "

@@ -115,13 +115,16 @@ def fit_together(
         )
         models.append(model)
     frozen = isinstance(models[0], FrozenBackboneClassifier)
-    eval_inputs = []
+    eval_features: dict[str, torch.Tensor] = {}  # by feature-cache key: runs of one backbone share it
+    keys = []
     for run, model in zip(runs, models, strict=True):
         if frozen:
             key = feature_cache_key(model_name, weights, run.seed, image_size, compute)
             model.to(device)
             inputs.append(backbone_features(model, run.train, train_cfg.cache_dir, key, compute))
-            eval_inputs.append(backbone_features(model, evaluate_on, train_cfg.cache_dir, key, compute))
+            if key not in eval_features:
+                eval_features[key] = backbone_features(model, evaluate_on, train_cfg.cache_dir, key, compute)
+            keys.append(key)
             model.cpu()
         else:
             inputs.append(run.train.images)
@@ -129,12 +132,16 @@ def fit_together(
     if any(c is None for c in chains):
         raise ValueError(f"{model_name} is not a network that runs can train together (chain_of)")
     stack = Stack([c for c in chains if c is not None], device)
-    if not frozen:
-        eval_inputs = [evaluate_on.images]
     train_x = torch.cat(inputs).to(device)  # every run's images (or features) on the device once
     train_y = torch.cat([r.train.labels for r in runs]).to(device)
     offsets = torch.tensor([0, *[len(r.train) for r in runs]]).cumsum(0)[:-1]
-    eval_x = torch.stack([x.to(device) for x in eval_inputs]) if frozen else eval_inputs[0].to(device)
+    if not frozen:
+        eval_x = evaluate_on.images.to(device)
+    elif len(eval_features) == 1:  # one backbone for all (pretrained weights): a view, not K copies
+        eval_x = next(iter(eval_features.values())).to(device).expand(len(runs), -1, -1)
+    else:
+        on_device = {key: x.to(device) for key, x in eval_features.items()}
+        eval_x = torch.stack([on_device[key] for key in keys])
     eval_y = evaluate_on.labels.to(device)
     histories, logits, steps = _train_together(
         stack, runs, hp, generators, train_x, train_y, offsets, eval_x, eval_y, frozen, compute
@@ -182,9 +189,9 @@ def _train_together(
             order = torch.randperm(len(run.train), generator=shuffles[j]).split(hp.batch_size)
             limit = run.max_steps
             batches.append(list(order if limit is None else order[: limit - steps[j]]))
-        index, valid, sizes = _epoch_index(batches, offsets, hp.batch_size)
+        index, sizes = _epoch_index(batches, offsets, hp.batch_size)
         # one copy an epoch: no step waits for a copy from here
-        index, valid = index.to(compute.device), valid.to(compute.device)
+        index = index.to(compute.device)
         rows = torch.tensor(sizes, device=compute.device)  # (steps, K) each batch's rows
         sums = torch.zeros(k, dtype=torch.float64, device=compute.device)
         correct = torch.zeros(k, dtype=torch.long, device=compute.device)
@@ -193,7 +200,6 @@ def _train_together(
                 stack,
                 adam,
                 index[step],
-                valid[step],
                 sizes[step],
                 rows[step],
                 generators,
@@ -223,26 +229,23 @@ def _train_together(
 
 def _epoch_index(
     batches: Sequence[Sequence[torch.Tensor]], offsets: torch.Tensor, width: int
-) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+) -> tuple[torch.Tensor, list[list[int]]]:
     """An epoch's rows of every run as one (steps, K, width) index into the concatenated training set
-    (padding rows read row 0), its validity mask and each step's batch sizes."""
+    (a batch's rows first, padding rows reading row 0) and each step's batch sizes."""
     k, count = len(batches), max(len(b) for b in batches)
     index = torch.zeros(count, k, width, dtype=torch.long)
-    valid = torch.zeros(count, k, width, dtype=torch.bool)
     sizes = [[0] * k for _ in range(count)]
     for j, run_batches in enumerate(batches):
         for step, rows in enumerate(run_batches):
             index[step, j, : len(rows)] = rows + offsets[j]
-            valid[step, j, : len(rows)] = True
             sizes[step][j] = len(rows)
-    return index, valid, sizes
+    return index, sizes
 
 
 def _step(
     stack: Stack,
     adam: StackedAdam,
     index: torch.Tensor,
-    valid: torch.Tensor,
     sizes: Sequence[int],
     rows: torch.Tensor,
     generators: Sequence[torch.Generator],
@@ -254,6 +257,7 @@ def _step(
     """One optimiser step of every run with a batch (the others unchanged): each run's mean loss and
     correct predictions, (K,) each, on the device."""
     k, width = index.shape
+    valid = torch.arange(width, device=rows.device) < rows.unsqueeze(1)  # (K, B): a batch's own rows
     x = train_x[index].to(torch.float32)  # (K, B, ...)
     if not frozen:
         x = x.transpose(0, 1).flatten(1, 2)  # (B, K*3, H, W)
